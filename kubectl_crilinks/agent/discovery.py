@@ -1,0 +1,219 @@
+"""Find the container runtimes on the node, and where each keeps its storage.
+
+containerd is looked for in this order, first match per root wins:
+
+1. a running ``containerd`` process: its ``--config``, ``--root``, ``--state`` and
+   ``--address`` flags, then the config file they name;
+2. the config files of the distributions that move containerd (k3s, RKE2,
+   microk8s) and the stock ``/etc/containerd/config.toml``;
+3. the default folders.
+
+A config's ``imports`` are merged in order, later files winning, as containerd does.
+Every path here is a path on the node and is read through :class:`HostView`.
+Storage the agent finds but does not read (CRI-O's containers/storage) is returned
+too, so the report can say it was not inspected instead of staying silent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import logging
+import os
+import tomllib
+from typing import Any, Final, Iterator
+
+from .containerd import META_DB
+from .hostview import HostView, ScopeError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG: Final = "/etc/containerd/config.toml"
+DEFAULT_ROOT: Final = "/var/lib/containerd"
+DEFAULT_STATE: Final = "/run/containerd"
+
+DISTRIBUTIONS: Final = (
+    # (name, config file, root, state, socket)
+    ("k3s", "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+     "/var/lib/rancher/k3s/agent/containerd", "/run/k3s/containerd",
+     "/run/k3s/containerd/containerd.sock"),
+    ("rke2", "/var/lib/rancher/rke2/agent/etc/containerd/config.toml",
+     "/var/lib/rancher/rke2/agent/containerd", "/run/k3s/containerd",
+     "/run/k3s/containerd/containerd.sock"),
+    ("microk8s", "/var/snap/microk8s/current/args/containerd.toml",
+     "/var/snap/microk8s/common/var/lib/containerd",
+     "/var/snap/microk8s/common/run/containerd",
+     "/var/snap/microk8s/common/run/containerd.sock"),
+    ("containerd", DEFAULT_CONFIG, DEFAULT_ROOT, DEFAULT_STATE,
+     "/run/containerd/containerd.sock"),
+)
+
+CONTAINERS_STORAGE: Final = (
+    "/var/lib/containers/storage/overlay-containers/containers.json",
+)
+
+OVERLAY_PLUGIN: Final = "io.containerd.snapshotter.v1.overlayfs"
+
+
+@dataclasses.dataclass(frozen=True)
+class Containerd:
+    """One containerd installation: node paths, and how they were found."""
+
+    root: str
+    state: str
+    address: str
+    config: str | None
+    source: str
+    snapshotter_roots: dict[str, str]
+    pid: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Unread:
+    """Storage that was found but is not read by this agent, and why."""
+
+    runtime: str
+    path: str
+    reason: str
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+def _processes(proc_root: str, name: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield (pid, argv) of every process whose command name is ``name``."""
+    try:
+        pids = [int(p) for p in os.listdir(proc_root) if p.isdigit()]
+    except OSError as exc:
+        logger.warning("process table %s cannot be read (%s); using config files only",
+                       proc_root, exc.strerror)
+        return
+    for pid in sorted(pids):
+        try:
+            with open(os.path.join(proc_root, str(pid), "comm"), "rb") as handle:
+                if handle.read().strip() != name.encode():
+                    continue
+            with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        yield pid, [os.fsdecode(a) for a in argv if a]
+
+
+def parse_flags(argv: list[str]) -> dict[str, str]:
+    """Pick containerd's storage flags out of its command line."""
+    names = {"-c": "config", "--config": "config", "--root": "root",
+             "--state": "state", "-a": "address", "--address": "address"}
+    flags: dict[str, str] = {}
+    args = iter(argv[1:])
+    for arg in args:
+        flag, _, value = arg.partition("=")
+        if flag in names:
+            flags[names[flag]] = value if value else next(args, "")
+    return flags
+
+
+# -- config files -----------------------------------------------------------------------
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config(host: HostView, path: str) -> dict[str, Any] | None:
+    """Read a containerd config.toml on the node, with its ``imports`` merged in."""
+    try:
+        config = tomllib.loads(host.read_bytes(path).decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("containerd config %s cannot be read (%s); using defaults", path, exc)
+        return None
+    for pattern in config.get("imports") or []:
+        pattern = os.path.join(os.path.dirname(path), pattern)
+        for imported in sorted(glob.glob(host.resolve(pattern))):
+            extra = read_config(host, host.display(imported))
+            config = _merge(config, extra or {})
+    return config
+
+
+def _snapshotter_roots(config: dict[str, Any]) -> dict[str, str]:
+    plugins = config.get("plugins") or {}
+    overlay = plugins.get(OVERLAY_PLUGIN) or {}
+    root_path = overlay.get("root_path")
+    return {"overlayfs": root_path} if root_path else {}
+
+
+def _install(*, config_path: str | None, config: dict[str, Any] | None,
+             flags: dict[str, str], defaults: tuple[str, str, str],
+             source: str, pid: int | None) -> Containerd:
+    """Combine defaults, the config file and command-line flags (flags win)."""
+    config = config or {}
+    root = flags.get("root") or config.get("root") or defaults[0]
+    state = flags.get("state") or config.get("state") or defaults[1]
+    address = flags.get("address") or (config.get("grpc") or {}).get("address") or defaults[2]
+    return Containerd(root=root, state=state, address=address, config=config_path,
+                      source=source, snapshotter_roots=_snapshotter_roots(config), pid=pid)
+
+
+# -- discovery ----------------------------------------------------------------------------
+
+
+def find_containerd(host: HostView, proc_root: str | None) -> list[Containerd]:
+    """Return every containerd installation with a meta.db, running ones first."""
+    found: list[Containerd] = []
+
+    # 1. Running daemons say where they keep their state.
+    for pid, argv in _processes(proc_root, "containerd") if proc_root else ():
+        flags = parse_flags(argv)
+        config_path = flags.get("config", DEFAULT_CONFIG)
+        found.append(_install(config_path=config_path, config=read_config(host, config_path),
+                              flags=flags, defaults=(DEFAULT_ROOT, DEFAULT_STATE,
+                                                     "/run/containerd/containerd.sock"),
+                              source=f"running process {pid}", pid=pid))
+
+    # 2. The distributions' config files and folders, then the stock defaults.
+    for name, config_path, root, state, socket in DISTRIBUTIONS:
+        config = read_config(host, config_path)
+        if config is None and not host.exists(root):
+            continue
+        source = f"{name} config {config_path}" if config else f"{name} default folder"
+        found.append(_install(config_path=config_path if config else None, config=config,
+                              flags={}, defaults=(root, state, socket),
+                              source=source, pid=None))
+    return _unique_with_metadata(host, found)
+
+
+def _unique_with_metadata(host: HostView, found: list[Containerd]) -> list[Containerd]:
+    """Keep the first installation per real root, and only roots with a meta.db."""
+    unique: list[Containerd] = []
+    roots: set[str] = set()
+    for install in found:
+        try:
+            real = host.resolve(install.root)
+        except ScopeError:
+            continue
+        if real in roots:
+            continue
+        roots.add(real)
+        if host.exists(os.path.join(install.root, META_DB)):
+            unique.append(install)
+        else:
+            logger.debug("containerd root %s (%s) has no meta.db", install.root, install.source)
+    return unique
+
+
+def find_unread(host: HostView) -> list[Unread]:
+    """Return runtime storage present on the node that this agent does not read."""
+    unread = []
+    for path in CONTAINERS_STORAGE:
+        if host.exists(path):
+            unread.append(Unread("containers-storage", os.path.dirname(os.path.dirname(path)),
+                                 "CRI-O/podman storage is not read by this agent version"))
+    return unread

@@ -1,0 +1,245 @@
+"""One inspection: find the runtime, pick the containers, judge them, emit records.
+
+The same function serves the debug pod (records written as JSON lines) and the
+plugin's ``--local`` mode (records handed to a callback). It never raises for a bad
+node: what cannot be read becomes a ``target`` record with ``status: not-inspected``
+and a reason, and the closing ``summary`` says whether the report is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any, Callable, Iterable
+
+from . import AGENT_VERSION, bolt, containerd, discovery, gentle
+from .checks import layers as layer_checks
+from .checks import symlinks as symlink_checks
+from .checks.context import ContainerScope
+from .hostview import HostView
+from .options import Options
+from .records import Emitter, Finding
+from .resolve import RUNTIME_ROOTS, Resolver, under
+from .union import LayerStack
+
+logger = logging.getLogger(__name__)
+
+
+def inspect(options: Options, sink: Callable[[dict[str, Any]], None]) -> None:
+    """Inspect what ``options`` asks for and hand every record to ``sink``."""
+    emitter = Emitter(sink)
+    run = _Run(options, emitter)
+    error = None
+    try:
+        run.everything()
+    except Exception as exc:  # noqa: BLE001 - the summary must still be written
+        logger.debug("inspection failed", exc_info=True)
+        error = f"internal error: {type(exc).__name__}: {exc}"
+    emitter.summary(run.summary(error))
+
+
+class _Run:
+    """The state of one inspection: counters, the deadline, what was not read."""
+
+    def __init__(self, options: Options, emitter: Emitter) -> None:
+        self.options, self.emitter = options, emitter
+        self.host = HostView(options.host_root)
+        self.node = options.node or _hostname(self.host)
+        self.started = time.monotonic()
+        self.deadline = self.started + options.time_budget
+        self.last_progress = self.started
+        self.not_read: list[str] = []
+        self.counts = {"error": 0, "warning": 0, "info": 0}
+        self.stats = {"containers": 0, "entries": 0, "links": 0}
+        self.notes: list[str] = []
+
+    # -- the whole run ---------------------------------------------------------------
+
+    def everything(self) -> None:
+        # Be gentle first: everything after this competes with the node's work.
+        if self.options.gentle:
+            self.notes.extend(gentle.lower_priority())
+            gentle.raise_open_files()
+
+        # Find the runtimes; say so when there is storage we do not read.
+        installs = discovery.find_containerd(self.host, self.options.proc_root)
+        for unread in discovery.find_unread(self.host):
+            self._not_inspected(runtime=unread.runtime, reason=unread.reason,
+                                runtime_root=unread.path)
+        if not installs:
+            self._not_inspected(runtime="containerd", reason=(
+                f"no containerd metadata found under host root {self.host.root!r} "
+                "(looked at running processes, /etc/containerd, k3s, RKE2 and microk8s)"))
+            return
+
+        # Inspect the selected containers of each installation.
+        found = 0
+        for install in installs:
+            found += self._installation(install)
+        if found == 0 and self.options.pod:
+            self._not_inspected(runtime="containerd", reason=self._no_match(installs))
+
+    def _installation(self, install: discovery.Containerd) -> int:
+        """Inspect one containerd; return how many containers matched."""
+        state = self._read_state(install)
+        if state is None:
+            return 0
+        chosen = [c for c in state.containers if self._selected(c)]
+        for container in chosen:
+            if self._expired():
+                self.not_read.append(f"container {container.id} (time budget spent)")
+                continue
+            self._container(install, state, container)
+        return len(chosen)
+
+    def _read_state(self, install: discovery.Containerd) -> containerd.State | None:
+        try:
+            root = self.host.resolve(install.root)
+            overrides = {k: self.host.resolve(v) for k, v in install.snapshotter_roots.items()}
+            return containerd.read_state(root, snapshotter_roots=overrides)
+        except (bolt.BoltError, OSError) as exc:
+            self._not_inspected(runtime="containerd", runtime_root=install.root,
+                                reason=f"containerd metadata cannot be read: {exc}")
+            return None
+
+    def _selected(self, container: containerd.Container) -> bool:
+        """Tell whether a container is one the user asked for (pod, namespace, name)."""
+        opts = self.options
+        if container.namespace != containerd.CRI_NAMESPACE or container.is_sandbox:
+            return False
+        if opts.pod and container.pod != opts.pod:
+            return False
+        if opts.namespace and opts.pod and container.pod_namespace != opts.namespace:
+            return False
+        return not opts.container or container.name == opts.container
+
+    def _no_match(self, installs: list[discovery.Containerd]) -> str:
+        opts = self.options
+        which = f"pod {opts.namespace or '?'}/{opts.pod}"
+        if opts.container:
+            which += f" container {opts.container!r}"
+        roots = ", ".join(f"{i.root} ({i.source})" for i in installs)
+        return (f"no container of {which} found in containerd namespace "
+                f"{containerd.CRI_NAMESPACE!r} at {roots}: is the pod on this node?")
+
+    # -- one container ---------------------------------------------------------------
+
+    def _container(self, install, state, container) -> None:
+        self.stats["containers"] += 1
+        if container.snapshotter in state.not_inspected:
+            self._not_inspected(runtime="containerd", container=container,
+                                reason=state.not_inspected[container.snapshotter])
+            return
+        chain = self._confirmed_chain(install, state, container)
+        scope = ContainerScope(node=self.node, container=container, layers=chain.layers,
+                               address=install.address, display_dir=self.host.display)
+        self._target(install, container, chain)
+        self._emit_all(layer_checks.judge(scope, chain))
+        if chain.breaks:
+            self.not_read.append(f"container {container.id} root (its layer chain is broken)")
+            return
+        self._walk(scope, container, chain)
+
+    def _confirmed_chain(self, install, state, container) -> containerd.Chain:
+        """Read a broken chain twice: containerd may be mid-operation the first time."""
+        chain = containerd.layer_chain(state, container)
+        if not chain.breaks:
+            return chain
+        again = self._read_state(install)
+        fresh = next((c for c in (again.containers if again else ()) if c.id == container.id),
+                     None)
+        if fresh is None:
+            return containerd.Chain(chain.layers, ())
+        second = containerd.layer_chain(again, fresh)
+        kept = {(b.check, b.key) for b in second.breaks}
+        return containerd.Chain(second.layers,
+                                tuple(b for b in chain.breaks if (b.check, b.key) in kept))
+
+    def _walk(self, scope: ContainerScope, container, chain) -> None:
+        """Walk the container's merged root and judge every symlink in it."""
+        stack = LayerStack([layer.contents for layer in chain.layers])
+        covered = tuple(RUNTIME_ROOTS) + tuple(container.mount_points())
+        resolver = Resolver(stack, container.mount_points())
+        for entry in stack.walk(skip=lambda path: under(path, covered),
+                                should_stop=self._expired):
+            self.stats["entries"] += 1
+            if entry.is_link:
+                self.stats["links"] += 1
+                finding = symlink_checks.judge(scope, resolver, entry)
+                if finding:
+                    self._emit(finding)
+            self._progress(container)
+        self.not_read.extend(f"{container.id}:{path}" for path in stack.not_read)
+
+    # -- records ---------------------------------------------------------------------
+
+    def _target(self, install, container, chain) -> None:
+        layers = [
+            {"position": l.position, "key": l.key, "id": l.id, "kind": l.kind,
+             "dir": self.host.display(l.directory), "present": l.present}
+            for l in chain.layers
+        ]
+        self.emitter.emit("target", {
+            "node": self.node, "runtime": "containerd", "runtime_root": install.root,
+            "address": install.address, "namespace": container.pod_namespace,
+            "pod": container.pod, "container": container.name,
+            "container_id": container.id, "image": container.image,
+            "snapshotter": container.snapshotter, "status": "inspected", "reason": None,
+            "layers": layers,
+        })
+
+    def _not_inspected(self, *, runtime: str, reason: str, runtime_root: str | None = None,
+                       container: containerd.Container | None = None) -> None:
+        self.emitter.emit("target", {
+            "node": self.node, "runtime": runtime, "runtime_root": runtime_root,
+            "namespace": container.pod_namespace if container else self.options.namespace,
+            "pod": container.pod if container else self.options.pod,
+            "container": container.name if container else self.options.container,
+            "container_id": container.id if container else None,
+            "status": "not-inspected", "reason": reason, "layers": [],
+        })
+
+    def _emit(self, finding: Finding) -> None:
+        self.counts[finding.severity] += 1
+        self.emitter.finding(finding)
+
+    def _emit_all(self, findings: Iterable[Finding]) -> None:
+        for finding in findings:
+            self._emit(finding)
+
+    def _progress(self, container) -> None:
+        now = time.monotonic()
+        if now - self.last_progress < self.options.progress_interval:
+            return
+        self.last_progress = now
+        self.emitter.emit("progress", {"node": self.node, "container": container.name,
+                                       **self.stats, "elapsed": round(now - self.started, 3)})
+
+    def _expired(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def summary(self, error: str | None) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "complete": not self.not_read and error is None,
+            "not_read": self.not_read,
+            "error": error,
+            "counts": self.counts,
+            **self.stats,
+            "elapsed": round(time.monotonic() - self.started, 3),
+            "agent_version": AGENT_VERSION,
+            "notes": self.notes,
+        }
+
+
+def _hostname(host: HostView) -> str:
+    """Name the node: its /etc/hostname, else this machine's name."""
+    try:
+        name = host.read_bytes("/etc/hostname", limit=256).decode().strip()
+        if name:
+            return name
+    except (OSError, UnicodeDecodeError):
+        pass
+    return socket.gethostname() if host.root == "/" else os.path.basename(host.root)
