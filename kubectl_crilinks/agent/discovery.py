@@ -17,6 +17,7 @@ too, so the report can say it was not inspected instead of staying silent.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import glob
 import logging
 import os
@@ -130,10 +131,13 @@ def read_config(host: HostView, path: str) -> dict[str, Any] | None:
     """Read a containerd config.toml on the node, with its ``imports`` merged in."""
     try:
         config = tomllib.loads(host.read_bytes(path).decode("utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
         logger.warning("containerd config %s cannot be read (%s); using defaults", path, exc)
+        return None
+    except ValueError as exc:
+        logger.warning("containerd config %s is not valid TOML (%s); using defaults", path, exc)
         return None
     for pattern in config.get("imports") or []:
         pattern = os.path.join(os.path.dirname(path), pattern)

@@ -101,7 +101,6 @@ class Resolver:
             # Another link: the same link with the same rest to walk is a loop.
             state = (tuple(candidate), tuple(pending))
             if state in seen:
-                hops.append(Hop(path, found.link_target or "", found.layer))
                 return Resolution("loop", tuple(hops), path)
             seen.add(state)
             hops.append(Hop(path, found.link_target or "", found.layer))

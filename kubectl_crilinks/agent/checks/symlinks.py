@@ -41,7 +41,7 @@ def _where(scope: ContainerScope, position: int) -> str:
     if layer.kind == "active":
         return "the container's own writable layer"
     below = len(scope.layers) - position
-    return f"image layer {below} of {len(scope.layers) - 1} (snapshot {layer.key})"
+    return f"image layer {below} of {len(scope.layers) - 1}"
 
 
 def _fix(scope: ContainerScope, entry: Entry, what: str) -> str:
@@ -71,12 +71,14 @@ def _dangling(scope: ContainerScope, entry: Entry, resolution: Resolution) -> Fi
 
 
 def _loop(scope: ContainerScope, entry: Entry, resolution: Resolution) -> Finding:
-    chain = " -> ".join([resolution.hops[0].link] + [h.target for h in resolution.hops])
+    chain = ", ".join(f"{hop.link} -> {hop.target}" for hop in resolution.hops)
     if resolution.status == "loop":
-        check, what = "symlink.loop", "resolves back onto itself"
+        check = "symlink.loop"
+        what = f"loops: {chain}, then {resolution.final} again"
     else:
-        check, what = "symlink.too-deep", f"needs more than {len(resolution.hops) - 1} hops"
-    message = f"symlink {entry.path} {what}: {chain} ({_where(scope, entry.layer)})"
+        check = "symlink.too-deep"
+        what = f"needs more than {len(resolution.hops) - 1} hops: {chain}"
+    message = f"symlink {entry.path} {what} ({_where(scope, entry.layer)})"
     hint = _fix(scope, entry, "make one link in the chain point at a real file or directory")
     return scope.finding(check, message=message, hint=hint,
                          layer=scope.layers[entry.layer].key, path=entry.path,
