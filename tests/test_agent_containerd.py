@@ -48,11 +48,20 @@ EXPECTED = {
 }
 
 
-@pytest.fixture
-def broken_image(containerd, tmp_path):
+def _import_broken(containerd, tmp_path) -> str:
     tar = build_image(tmp_path / "image", "example.com/broken:1", BROKEN_LAYERS)
     containerd.import_image(tar, "example.com/broken:1")
     return "example.com/broken:1"
+
+
+@pytest.fixture
+def broken_image(containerd, tmp_path):
+    return _import_broken(containerd, tmp_path)
+
+
+@pytest.fixture
+def broken_image_nogc(containerd_nogc, tmp_path):
+    return _import_broken(containerd_nogc, tmp_path)
 
 
 def test_agent_finds_dangling_links_and_loops_in_a_running_pod(containerd, broken_image):
@@ -117,7 +126,8 @@ def test_agent_sees_links_the_container_made_at_run_time(containerd, broken_imag
     assert "kubectl exec -n shop web -c app" in finding["hint"]
 
 
-def test_agent_reports_a_missing_layer_directory(containerd_nogc, broken_image):
+def test_agent_reports_a_missing_layer_directory(containerd_nogc, broken_image_nogc):
+    broken_image = broken_image_nogc
     containerd = containerd_nogc
     containerd.create(broken_image, "web-3", pod="web", pod_namespace="shop",
                       container_name="app", cmd=SLEEP)
@@ -138,7 +148,8 @@ def test_agent_reports_a_missing_layer_directory(containerd_nogc, broken_image):
 
 
 def test_agent_reports_a_parent_record_removed_from_the_snapshotter_db(
-        containerd_nogc, broken_image):
+        containerd_nogc, broken_image_nogc):
+    broken_image = broken_image_nogc
     containerd = containerd_nogc
     containerd.create(broken_image, "web-4", pod="web", pod_namespace="shop",
                       container_name="app", cmd=SLEEP)

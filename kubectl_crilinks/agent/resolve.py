@@ -69,7 +69,7 @@ class Resolver:
         pending = split(link.link_target)
         if link.link_target.startswith("/"):
             current = []
-        seen: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+        seen = {(tuple(split(link.path)), ())}
         return self._walk(current, pending, hops, seen)
 
     def _walk(self, current, pending, hops, seen) -> Resolution:

@@ -29,6 +29,7 @@ it.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import re
 import signal
@@ -144,6 +145,11 @@ class Containerd:
         """Start containerd in the node and wait until it answers on its socket."""
         if self._proc is not None:
             raise NodeError("containerd is already started")
+        other = getattr(self.node, "containerd", None)
+        if other is not None and other is not self and other._proc is not None:
+            raise NodeError("another containerd already runs in this node: use one "
+                            "fixture of containerd / containerd_nogc per test")
+        self.node.containerd = self
         self.write_config()
 
         # containerd logs to a file outside the node's folders.
@@ -178,6 +184,7 @@ class Containerd:
             if self.node.running:
                 self._kill_leftover_shims()
                 self._unmount_leftovers()
+                self._wait_unlocked()
 
     def __enter__(self) -> Containerd:
         return self.start()
@@ -336,6 +343,27 @@ class Containerd:
         proc.wait(timeout=10)
         self._pid = None
 
+    def _wait_unlocked(self, timeout: float = 30.0) -> None:
+        """Wait until no process holds containerd's BoltDB files (flock released)."""
+        files = [self.node.path(ROOT) / "io.containerd.metadata.v1.bolt" / "meta.db",
+                 self.node.path(ROOT) / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"]
+        deadline = time.monotonic() + timeout
+        for path in files:
+            if not path.exists():
+                continue
+            with open(path, "rb") as handle:
+                while True:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(handle, fcntl.LOCK_UN)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise NodeError(f"{path} is still locked {timeout} s after "
+                                            f"containerd stopped: {_lock_holders(path)}"
+                                            ) from None
+                        time.sleep(0.05)
+
     def _delete_all_tasks(self) -> None:
         """Force-delete every task in every namespace (kills and unmounts)."""
         for namespace in self.ctr("namespaces", "ls", "-q").split():
@@ -396,6 +424,22 @@ def _cri_container(
         container_name=container_name,
         labels=labels,
     )
+
+
+def _lock_holders(path: Path) -> str:
+    """Describe the processes /proc/locks names for a file, for an error message."""
+    inode = os.stat(path).st_ino
+    holders = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[5].endswith(f":{inode}"):
+            pid = fields[4]
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                holders.append(f"pid {pid}: {cmd.decode(errors='replace')}")
+            except OSError:
+                holders.append(f"pid {pid} (gone)")
+    return "; ".join(holders) or "no holder listed"
 
 
 def _pids() -> list[int]:

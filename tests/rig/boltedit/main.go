@@ -35,7 +35,7 @@ import (
 )
 
 // lockTimeout bounds the wait for the file's flock, so a held file fails fast.
-const lockTimeout = 2 * time.Second
+const lockTimeout = 5 * time.Second
 
 // Tree is one bucket in the JSON form shared with bolttool.py.
 type Tree struct {
