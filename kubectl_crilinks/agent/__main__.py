@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pod", help="only the containers of this pod")
     parser.add_argument("--namespace", help="the pod's namespace")
     parser.add_argument("--container", help="only this container of the pod")
+    parser.add_argument("--scope", choices=("pod", "node"), default="pod",
+                        help="pod: the selected containers; node: node-wide audits")
+    parser.add_argument("--containers", action="store_true",
+                        help="with --scope node, also walk every container's root")
     parser.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET,
                         help="seconds before stopping with a partial report")
     parser.add_argument("--progress-interval", type=float, default=1.0)
@@ -44,7 +48,7 @@ def options_from(args: argparse.Namespace) -> Options:
         proc_root = "/proc"
     return Options(host_root=args.host_root, proc_root=proc_root or None, node=args.node,
                    pod=args.pod, namespace=args.namespace, container=args.container,
-                   time_budget=args.time_budget, progress_interval=args.progress_interval,
+                   scope=args.scope, containers=args.containers, time_budget=args.time_budget, progress_interval=args.progress_interval,
                    gentle=args.gentle)
 
 

@@ -13,7 +13,9 @@ DEFAULT_TIME_BUDGET: Final = 300.0
 class Options:
     """One inspection request, the same whether it comes from argv or in-process.
 
-    ``host_root`` is where the node's ``/`` is seen (``/host`` in the debug pod, ``/``
+    ``scope`` is ``pod`` (the containers of ``pod``, or every CRI container when
+    ``pod`` is None) or ``node`` (the node-wide audits, plus every container's root
+    when ``containers`` is set). ``host_root`` is where the node's ``/`` is seen (``/host`` in the debug pod, ``/``
     with ``--local``). ``proc_root`` is the node's process table, or ``None`` for a
     mounted disk with no running system behind it.
     """
@@ -24,6 +26,8 @@ class Options:
     pod: str | None = None
     namespace: str | None = None
     container: str | None = None
+    scope: str = "pod"
+    containers: bool = False
     time_budget: float = DEFAULT_TIME_BUDGET
     progress_interval: float = 1.0
     gentle: bool = True

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 from . import AGENT_VERSION, bolt, containerd, discovery, gentle
 from .checks import layers as layer_checks
 from .checks import symlinks as symlink_checks
-from .checks.context import ContainerScope
+from .checks.context import ContainerScope, NodeScope
 from .hostview import HostView
 from .options import Options
 from .records import Emitter, Finding
@@ -25,6 +25,19 @@ from .resolve import RUNTIME_ROOTS, Resolver, under
 from .union import LayerStack
 
 logger = logging.getLogger(__name__)
+
+
+def container_visitors(scope: ContainerScope, resolver: Resolver) -> list[Any]:
+    """Return the checks that look at each entry of a container's root as it is walked.
+
+    A visitor has ``visit(entry)`` and ``finish()``, both yielding findings.
+    """
+    return [symlink_checks.SymlinkVisitor(scope, resolver)]
+
+
+def node_checks(scope: str) -> list[Callable[[NodeScope], Iterable[Finding]]]:
+    """Return the node-wide checks for a scope ('pod' narrows them to the pod)."""
+    return []
 
 
 def inspect(options: Options, sink: Callable[[dict[str, Any]], None]) -> None:
@@ -72,20 +85,21 @@ class _Run:
             self._not_inspected(runtime="containerd", reason=(
                 f"no containerd metadata found under host root {self.host.root!r} "
                 "(looked at running processes, /etc/containerd, k3s, RKE2 and microk8s)"))
-            return
 
-        # Inspect the selected containers of each installation.
-        found = 0
-        for install in installs:
-            found += self._installation(install)
-        if found == 0 and self.options.pod:
-            self._not_inspected(runtime="containerd", reason=self._no_match(installs))
+        # Read each installation once; the container and node checks share it.
+        runtimes = [(i, state) for i in installs if (state := self._read_state(i))]
 
-    def _installation(self, install: discovery.Containerd) -> int:
-        """Inspect one containerd; return how many containers matched."""
-        state = self._read_state(install)
-        if state is None:
-            return 0
+        # The containers the user asked for, each from its own layers.
+        if self.options.scope == "pod" or self.options.containers:
+            found = sum(self._installation(install, state) for install, state in runtimes)
+            if found == 0 and self.options.pod and runtimes:
+                self._not_inspected(runtime="containerd", reason=self._no_match(installs))
+
+        # Node-wide checks, narrowed to the pod when one was asked for.
+        self._node_checks(runtimes)
+
+    def _installation(self, install: discovery.Containerd, state: containerd.State) -> int:
+        """Inspect the selected containers of one containerd; return how many matched."""
         chosen = [c for c in state.containers if self._selected(c)]
         for container in chosen:
             if self._expired():
@@ -93,6 +107,16 @@ class _Run:
                 continue
             self._container(install, state, container)
         return len(chosen)
+
+    def _node_checks(self, runtimes) -> None:
+        scope = NodeScope(node=self.node, host=self.host, proc_root=self.options.proc_root,
+                          runtimes=tuple(runtimes), pod=self.options.pod,
+                          namespace=self.options.namespace, expired=self._expired)
+        for check in node_checks(self.options.scope):
+            if self._expired():
+                self.not_read.append(f"node check {check.__module__} (time budget spent)")
+                continue
+            self._emit_all(check(scope))
 
     def _read_state(self, install: discovery.Containerd) -> containerd.State | None:
         try:
@@ -162,15 +186,16 @@ class _Run:
         stack = LayerStack([layer.contents for layer in chain.layers])
         covered = tuple(RUNTIME_ROOTS) + tuple(container.mount_points())
         resolver = Resolver(stack, container.mount_points())
+        visitors = container_visitors(scope, resolver)
         for entry in stack.walk(skip=lambda path: under(path, covered),
                                 should_stop=self._expired):
             self.stats["entries"] += 1
-            if entry.is_link:
-                self.stats["links"] += 1
-                finding = symlink_checks.judge(scope, resolver, entry)
-                if finding:
-                    self._emit(finding)
+            self.stats["links"] += entry.is_link
+            for visitor in visitors:
+                self._emit_all(visitor.visit(entry))
             self._progress(container)
+        for visitor in visitors:
+            self._emit_all(visitor.finish())
         self.not_read.extend(f"{container.id}:{path}" for path in stack.not_read)
 
     # -- records ---------------------------------------------------------------------

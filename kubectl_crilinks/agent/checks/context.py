@@ -51,3 +51,32 @@ class ContainerScope:
             "snapshot_id": layer.id,
             "layer_dir": self.display_dir(layer.contents),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeScope:
+    """The whole node: its storage, and the pod the user asked about (if any).
+
+    Node checks (layer audits, volumes, log links, the storage root) take this and
+    yield findings. ``pod`` and ``namespace`` narrow a check to one pod's objects
+    when the user inspects a pod; both are None for ``inspect node``.
+    """
+
+    node: str | None
+    host: Any  # HostView
+    proc_root: str | None
+    runtimes: tuple[Any, ...]  # (discovery.Containerd, containerd.State) pairs
+    pod: str | None
+    namespace: str | None
+    expired: Any  # Callable[[], bool]: True once the time budget is spent
+
+    def finding(self, check: str, *, message: str, hint: str,
+                namespace: str | None = None, pod: str | None = None,
+                container: str | None = None, layer: str | None = None,
+                path: str | None = None, target: str | None = None,
+                details: dict[str, Any] | None = None) -> Finding:
+        """Build a node-scope finding; keys that do not apply stay None."""
+        return Finding(check=check, severity=severity_of(check), message=message,
+                       hint=hint, node=self.node, namespace=namespace, pod=pod,
+                       container=container, layer=layer, path=path, target=target,
+                       details=details or {})

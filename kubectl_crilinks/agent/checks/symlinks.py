@@ -8,11 +8,28 @@ container would resolve it. Links that reach a path only present at run time (un
 from __future__ import annotations
 
 import shlex
+from typing import Iterator
 
 from ..records import Finding
 from ..resolve import Resolution, Resolver
 from ..union import Entry
 from .context import ContainerScope
+
+
+class SymlinkVisitor:
+    """Judge every symlink met while walking one container's root."""
+
+    def __init__(self, scope: ContainerScope, resolver: Resolver) -> None:
+        self.scope, self.resolver = scope, resolver
+
+    def visit(self, entry: Entry) -> Iterator[Finding]:
+        if entry.is_link:
+            finding = judge(self.scope, self.resolver, entry)
+            if finding:
+                yield finding
+
+    def finish(self) -> Iterator[Finding]:
+        return iter(())
 
 
 def judge(scope: ContainerScope, resolver: Resolver, entry: Entry) -> Finding | None:
