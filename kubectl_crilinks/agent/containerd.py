@@ -14,6 +14,7 @@ nothing. :func:`layer_chain` walks one container's chain and says where it break
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -84,6 +85,40 @@ class MetaSnapshot:
     key: str
     backend_key: str | None
     parent: str | None
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    created: datetime.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    """An image record: its name, the digest of its manifest or index, its labels."""
+
+    namespace: str
+    name: str
+    target: str | None
+    media_type: str | None
+    labels: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """A lease and what it holds; ``labels`` may carry ``containerd.io/gc.expire``."""
+
+    namespace: str
+    id: str
+    labels: Mapping[str, str]
+    created: datetime.datetime | None
+    snapshots: tuple[tuple[str, str], ...]
+    content: tuple[str, ...]
+    ingests: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Ingest:
+    namespace: str
+    ref: str
+    expires: datetime.datetime | None
+    expected: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +129,16 @@ class BackendSnapshot:
     id: int
     kind: str
     parent: str | None
+    created: datetime.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ParentLink:
+    """An entry of the snapshotter's ``parents`` index: parent id, child id, child key."""
+
+    parent_id: int
+    child_id: int
+    child_key: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +148,7 @@ class Snapshotter:
     name: str
     root: str
     records: Mapping[str, BackendSnapshot]
+    parents: tuple[ParentLink, ...] = ()
 
     def directory(self, snapshot_id: int) -> str:
         return os.path.join(self.root, "snapshots", str(snapshot_id))
@@ -122,6 +168,18 @@ class State:
     snapshots: Mapping[tuple[str, str, str], MetaSnapshot]
     snapshotters: Mapping[str, Snapshotter]
     not_inspected: Mapping[str, str]
+    meta: "Meta | None" = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    """What meta.db holds besides containers and snapshots: the GC's other roots."""
+
+    images: tuple[Image, ...]
+    blobs: Mapping[tuple[str, str], Mapping[str, str]]
+    ingests: tuple[Ingest, ...]
+    leases: tuple[Lease, ...]
+    sandboxes: Mapping[tuple[str, str], Mapping[str, str]]
 
 
 # -- reading meta.db -----------------------------------------------------------------
@@ -158,6 +216,13 @@ def _container(namespace: str, cid: bytes, bucket: bolt.Bucket) -> Container:
     )
 
 
+def _time(raw: bytes | None) -> datetime.datetime | None:
+    try:
+        return codec.go_time(raw) if raw else None
+    except codec.CodecError:
+        return None
+
+
 def _meta_snapshots(namespace: str, bucket: bolt.Bucket) -> list[MetaSnapshot]:
     found = []
     for snapshotter, keys in bucket.buckets.items():
@@ -169,25 +234,81 @@ def _meta_snapshots(namespace: str, bucket: bolt.Bucket) -> list[MetaSnapshot]:
                     key=codec.text(key) or "",
                     backend_key=codec.text(record.get(b"name")),
                     parent=codec.text(record.get(b"parent")),
+                    labels=_labels(record.bucket(b"labels")),
+                    created=_time(record.get(b"createdat")),
                 )
             )
     return found
 
 
-def read_meta(path: str) -> tuple[list[Container], list[MetaSnapshot]]:
-    """Read every namespace's containers and snapshots from meta.db."""
+def _images(namespace: str, bucket: bolt.Bucket) -> list[Image]:
+    images = []
+    for name, record in bucket.buckets.items():
+        target = record.bucket(b"target") or _EMPTY
+        images.append(Image(namespace=namespace, name=codec.text(name) or "",
+                            target=codec.text(target.get(b"digest")),
+                            media_type=codec.text(target.get(b"mediatype")),
+                            labels=_labels(record.bucket(b"labels"))))
+    return images
+
+
+def _leases(namespace: str, bucket: bolt.Bucket) -> list[Lease]:
+    leases = []
+    for lease_id, record in bucket.buckets.items():
+        held = record.bucket(b"snapshots") or _EMPTY
+        snapshots = tuple(
+            (codec.text(sn) or "", codec.text(key) or "")
+            for sn, keys in held.buckets.items() for key in keys.values
+        )
+        leases.append(Lease(
+            namespace=namespace, id=codec.text(lease_id) or "",
+            labels=_labels(record.bucket(b"labels")),
+            created=_time(record.get(b"createdat")), snapshots=snapshots,
+            content=tuple(codec.text(k) or "" for k in (record.bucket(b"content") or _EMPTY).values),
+            ingests=tuple(codec.text(k) or "" for k in (record.bucket(b"ingests") or _EMPTY).values),
+        ))
+    return leases
+
+
+def _content(namespace: str, bucket: bolt.Bucket, meta: dict[str, Any]) -> None:
+    for digest, record in (bucket.bucket(b"blob") or _EMPTY).buckets.items():
+        meta["blobs"][(namespace, codec.text(digest) or "")] = _labels(record.bucket(b"labels"))
+    for ref, record in (bucket.bucket(b"ingests") or _EMPTY).buckets.items():
+        meta["ingests"].append(Ingest(namespace=namespace, ref=codec.text(ref) or "",
+                                      expires=_time(record.get(b"expireat")),
+                                      expected=codec.text(record.get(b"expected"))))
+
+
+def _namespace_meta(namespace: str, ns: bolt.Bucket, meta: dict[str, Any]) -> None:
+    """Collect one namespace's images, content, ingests, leases and sandboxes."""
+    meta["images"].extend(_images(namespace, ns.bucket(b"images") or _EMPTY))
+    meta["leases"].extend(_leases(namespace, ns.bucket(b"leases") or _EMPTY))
+    _content(namespace, ns.bucket(b"content") or _EMPTY, meta)
+    for sid, record in (ns.bucket(b"sandboxes") or _EMPTY).buckets.items():
+        meta["sandboxes"][(namespace, codec.text(sid) or "")] = _labels(
+            record.bucket(b"labels"))
+
+
+def read_meta(path: str) -> tuple[list[Container], list[MetaSnapshot], Meta]:
+    """Read every namespace's containers, snapshots and GC roots from meta.db."""
     tree = bolt.read_tree(path)
     v1 = tree.root.bucket(b"v1")
     if v1 is None:
         raise bolt.BoltError(f"{path}: no 'v1' bucket; this is not containerd's meta.db")
     containers: list[Container] = []
     snapshots: list[MetaSnapshot] = []
+    meta: dict[str, Any] = {"images": [], "blobs": {}, "ingests": [], "leases": [],
+                            "sandboxes": {}}
     for ns_raw, ns in v1.buckets.items():
         namespace = codec.text(ns_raw) or ""
         for cid, record in (ns.bucket(b"containers") or _EMPTY).buckets.items():
             containers.append(_container(namespace, cid, record))
         snapshots.extend(_meta_snapshots(namespace, ns.bucket(b"snapshots") or _EMPTY))
-    return containers, snapshots
+        _namespace_meta(namespace, ns, meta)
+    frozen = Meta(images=tuple(meta["images"]), blobs=meta["blobs"],
+                  ingests=tuple(meta["ingests"]), leases=tuple(meta["leases"]),
+                  sandboxes=meta["sandboxes"])
+    return containers, snapshots, frozen
 
 
 # -- reading a snapshotter's metadata.db -----------------------------------------------
@@ -201,7 +322,20 @@ def _backend_record(key: bytes, bucket: bolt.Bucket) -> BackendSnapshot:
         id=codec.uvarint(raw_id)[0] if raw_id else -1,
         kind=KINDS.get(kind[0], f"0x{kind[0]:02x}"),
         parent=codec.text(bucket.get(b"parent")),
+        created=_time(bucket.get(b"createdat")),
     )
+
+
+def _parent_link(key: bytes, value: bytes) -> ParentLink | None:
+    """Decode a parents-index key ``uvarint(parent) 0x00 uvarint(child)``."""
+    try:
+        parent_id, offset = codec.uvarint(key)
+        if key[offset : offset + 1] != b"\x00":
+            return None
+        child_id, _ = codec.uvarint(key, offset + 1)
+    except codec.CodecError:
+        return None
+    return ParentLink(parent_id, child_id, codec.text(value) or "")
 
 
 def read_snapshotter(name: str, root: str) -> Snapshotter:
@@ -212,12 +346,14 @@ def read_snapshotter(name: str, root: str) -> Snapshotter:
         codec.text(key) or "": _backend_record(key, record)
         for key, record in bucket.buckets.items()
     }
-    return Snapshotter(name=name, root=root, records=records)
+    index = tree.root.bucket(b"v1", b"parents") or _EMPTY
+    parents = tuple(p for k, v in index.values.items() if (p := _parent_link(k, v)))
+    return Snapshotter(name=name, root=root, records=records, parents=parents)
 
 
 def read_state(root: str, *, snapshotter_roots: Mapping[str, str] | None = None) -> State:
     """Read meta.db and every snapshotter it uses, under an agent-side ``root``."""
-    containers, snapshots = read_meta(os.path.join(root, META_DB))
+    containers, snapshots, meta = read_meta(os.path.join(root, META_DB))
     used = {s.snapshotter for s in snapshots} | {c.snapshotter for c in containers if c.snapshotter}
     snapshotters: dict[str, Snapshotter] = {}
     not_inspected: dict[str, str] = {}
@@ -233,6 +369,7 @@ def read_state(root: str, *, snapshotter_roots: Mapping[str, str] | None = None)
         snapshots={(s.namespace, s.snapshotter, s.key): s for s in snapshots},
         snapshotters=snapshotters,
         not_inspected=not_inspected,
+        meta=meta,
     )
 
 

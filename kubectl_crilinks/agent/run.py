@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from . import AGENT_VERSION, bolt, containerd, discovery, gentle
+from .checks import layer_audit
 from .checks import layers as layer_checks
 from .checks import symlinks as symlink_checks
 from .checks.context import ContainerScope, NodeScope
@@ -112,11 +113,27 @@ class _Run:
         scope = NodeScope(node=self.node, host=self.host, proc_root=self.options.proc_root,
                           runtimes=tuple(runtimes), pod=self.options.pod,
                           namespace=self.options.namespace, expired=self._expired)
+        if self.options.scope == "node":
+            for install, state in runtimes:
+                self._layer_audit(scope, install, state)
         for check in node_checks(self.options.scope):
             if self._expired():
                 self.not_read.append(f"node check {check.__module__} (time budget spent)")
                 continue
             self._emit_all(check(scope))
+
+    def _layer_audit(self, scope: NodeScope, install, state) -> None:
+        """Audit one containerd's snapshots; its totals go in a target record."""
+        result = layer_audit.audit(scope, install, state,
+                                   reread=lambda: self._read_state(install))
+        self.emitter.emit("target", {
+            "node": self.node, "runtime": "containerd", "runtime_root": install.root,
+            "address": install.address, "source": install.source,
+            "namespace": None, "pod": None, "container": None, "container_id": None,
+            "status": "inspected", "reason": None, "layers": [],
+            "namespaces": result.totals,
+        })
+        self._emit_all(result.findings)
 
     def _read_state(self, install: discovery.Containerd) -> containerd.State | None:
         try:
@@ -160,7 +177,8 @@ class _Run:
         scope = ContainerScope(node=self.node, container=container, layers=chain.layers,
                                address=install.address, display_dir=self.host.display)
         self._target(install, container, chain)
-        self._emit_all(layer_checks.judge(scope, chain))
+        if self.options.scope == "pod":
+            self._emit_all(layer_checks.judge(scope, chain))
         if chain.breaks:
             self.not_read.append(f"container {container.id} root (its layer chain is broken)")
             return

@@ -1,0 +1,87 @@
+"""Images in containerd's content store: manifest, config, and the layer chain IDs.
+
+An image's snapshots are named by chain IDs computed from its config's
+``rootfs.diff_ids``: the first is the first diff ID, each next one is the sha256 of
+``"<previous chain ID> <diff ID>"``. With them, an image's chain can be checked
+layer by layer against both databases and the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from typing import Any, Final
+
+logger = logging.getLogger(__name__)
+
+CONTENT_DIR: Final = "io.containerd.content.v1.content"
+INDEX_TYPES: Final = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+MAX_BLOB: Final = 4 * 1024 * 1024
+"""Manifests and configs are small; anything larger is not read."""
+
+_ARCH: Final = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
+
+
+def blob_path(root: str, digest: str) -> str:
+    algorithm, _, hexdigest = digest.partition(":")
+    return os.path.join(root, CONTENT_DIR, "blobs", algorithm, hexdigest)
+
+
+def read_blob(root: str, digest: str) -> dict[str, Any] | None:
+    """Read a JSON blob from the content store; None when absent or not JSON."""
+    path = blob_path(root, digest)
+    try:
+        if os.path.getsize(path) > MAX_BLOB:
+            return None
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read())
+    except (OSError, ValueError) as exc:
+        logger.debug("content blob %s cannot be read: %s", digest, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """Turn a config's diff IDs into snapshot chain IDs, base layer first."""
+    chain: list[str] = []
+    for diff_id in diff_ids:
+        if not chain:
+            chain.append(diff_id)
+            continue
+        digest = hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest()
+        chain.append(f"sha256:{digest}")
+    return chain
+
+
+def image_chain(root: str, target: str) -> list[str] | None:
+    """Return the chain IDs of the image whose manifest or index is ``target``.
+
+    For an index, the manifest for this machine's platform is used (the agent runs
+    on the node). None means the content needed is not in the store.
+    """
+    manifest = read_blob(root, target)
+    if manifest and manifest.get("mediaType") in INDEX_TYPES or (
+            manifest and "manifests" in manifest):
+        manifest = _platform_manifest(root, manifest)
+    if not manifest:
+        return None
+    config = read_blob(root, (manifest.get("config") or {}).get("digest", ""))
+    diff_ids = ((config or {}).get("rootfs") or {}).get("diff_ids")
+    return chain_ids(list(diff_ids)) if isinstance(diff_ids, list) else None
+
+
+def _platform_manifest(root: str, index: dict[str, Any]) -> dict[str, Any] | None:
+    arch = _ARCH.get(platform.machine(), platform.machine())
+    for entry in index.get("manifests") or []:
+        wanted = entry.get("platform") or {}
+        if wanted.get("os", "linux") == "linux" and wanted.get("architecture", arch) == arch:
+            manifest = read_blob(root, entry.get("digest", ""))
+            if manifest:
+                return manifest
+    return None
