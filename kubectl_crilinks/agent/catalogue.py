@@ -46,6 +46,61 @@ CHECKS: Final = {
             "error",
             "a snapshot record's directory is gone from the snapshotter's folder",
         ),
+        Check(
+            "layer.record-missing",
+            "error",
+            "a meta.db snapshot points at a snapshotter record that does not exist",
+        ),
+        Check(
+            "layer.parent-mismatch",
+            "error",
+            "meta.db and the snapshotter disagree on a snapshot's parent",
+        ),
+        Check(
+            "layer.orphan-dir",
+            "warning",
+            "a folder under snapshots/ has no record: bytes no tool will free",
+        ),
+        Check(
+            "layer.untracked-record",
+            "warning",
+            "a snapshotter record that no meta.db snapshot names",
+        ),
+        Check(
+            "layer.stale-child-index",
+            "error",
+            "the snapshotter's parents index lists a child that no longer exists",
+        ),
+        Check(
+            "layer.unreferenced",
+            "info",
+            "a snapshot chain that containerd's garbage collector would free",
+        ),
+        Check(
+            "layer.lease-held",
+            "info",
+            "snapshots kept only by a live lease",
+        ),
+        Check(
+            "layer.lease-expired",
+            "warning",
+            "snapshots kept only by an expired lease that no collection has removed",
+        ),
+        Check(
+            "layer.extraction-leftover",
+            "warning",
+            "an extract-* snapshot of a pull that never finished",
+        ),
+        Check(
+            "layer.image-chain-broken",
+            "error",
+            "an image's layer chain breaks below layers that exist",
+        ),
+        Check(
+            "layer.mount-mismatch",
+            "error",
+            "a running container's overlay mount differs from its recorded chain",
+        ),
     )
 }
 
