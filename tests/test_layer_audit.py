@@ -289,3 +289,32 @@ def _add_lease(containerd, lease: str, snapshot: str, *, expire: str | None) -> 
         ops.append(bolttool.op("put", base + ["leases", lease, "labels"],
                                "containerd.io/gc.expire", expire))
     bolttool.apply(db, ops)
+
+
+def test_audit_reads_while_containerd_prepares_commits_and_removes(containerd, tmp_path):
+    containerd.import_image(build_image(tmp_path / "img", IMAGE, LAYERS), IMAGE)
+    containerd.run(IMAGE, "run-1", pod="web", pod_namespace="shop",
+                   container_name="app", cmd=SLEEP)
+    node_state = containerd
+    top = chain_of(node_state, "run-1")[1]["key"]
+    script = (
+        "i=0; while [ $i -lt 400 ]; do "
+        f"ctr -n k8s.io snapshots prepare churn-a-$i {top} >/dev/null && "
+        "ctr -n k8s.io snapshots commit churn-c-$i churn-a-$i && "
+        "ctr -n k8s.io snapshots rm churn-c-$i; i=$((i+1)); done"
+    )
+    churn = node_state.node.popen(["sh", "-c", script], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+    try:
+        reads = []
+        while churn.poll() is None and len(reads) < 15:
+            reads.append(audit(node_state))
+    finally:
+        churn.kill()
+        churn.wait()
+
+    assert len(reads) >= 5
+    for records in reads:
+        bad = [f for f in findings(records) if f["severity"] != "info"]
+        assert bad == [], bad
+        assert records[-1]["error"] is None

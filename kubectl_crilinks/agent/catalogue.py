@@ -63,7 +63,7 @@ CHECKS: Final = {
         ),
         Check(
             "layer.untracked-record",
-            "warning",
+            "info",
             "a snapshotter record that no meta.db snapshot names",
         ),
         Check(

@@ -242,16 +242,17 @@ class _Auditor:
 
     def _untracked(self, snapshotter, record, namespace: str) -> None:
         directory = self.show(snapshotter.directory(record.id))
+        used = sizes.usage([snapshotter.directory(record.id)], should_stop=self.scope.expired)
         self.add("layer.untracked-record", record.key, namespace=namespace,
                  layer=record.key, path=directory,
                  message=(f"the {snapshotter.name} snapshotter has record {record.key!r} "
                           f"(id {record.id}) that no meta.db snapshot names: ctr and "
-                          f"crictl do not show it"),
+                          f"crictl do not show it; {used.reclaimable_bytes} bytes"),
                  hint=("containerd's garbage collector removes snapshotter records that "
                        "meta.db does not name on its next run: trigger it with "
                        f"`{self._gc_trigger(namespace)}`"),
                  details={"backend_key": record.key, "snapshot_id": record.id,
-                          "directory": directory})
+                          "directory": directory, **used.as_dict()})
 
     def _gc_trigger(self, namespace: str) -> str:
         create = self.ctr(namespace, "leases", "create")
