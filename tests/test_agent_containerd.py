@@ -97,6 +97,11 @@ def test_agent_names_the_layer_that_holds_each_link(containerd, broken_image):
     # The link was added by the second image layer: fourth from the top.
     assert found["/etc/ssl/cert.pem"]["layer"] == keys[3]
     assert found["/etc/on-host-only"]["layer"] == keys[1]
+    manifest = json.loads(containerd.ctr("content", "get", _image_digest(containerd)))
+    image_layers = target["layers"][1:]
+    assert [layer["digest"] for layer in reversed(image_layers)] == [
+        layer["digest"] for layer in manifest["layers"]]
+    assert all(layer["bytes"] > 0 and layer["inodes"] > 0 for layer in target["layers"])
     layer_dir = found["/etc/ssl/cert.pem"]["details"]["layer_dir"]
     assert layer_dir.startswith("/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/")
     assert layer_dir == f"{target['layers'][3]['dir']}/fs"
@@ -209,6 +214,15 @@ def test_a_clean_debian_container_has_no_broken_links(containerd, minbase_root, 
     assert summary["complete"] is True
     assert summary["links"] > 50  # the walk really went through Debian's links
     json.dumps(records)
+
+
+def _image_digest(containerd) -> str:
+    """Return the manifest digest of the broken image, as ctr lists it."""
+    for line in containerd.ctr("images", "ls").splitlines()[1:]:
+        fields = line.split()
+        if fields[0] == "example.com/broken:1":
+            return fields[2]
+    raise AssertionError("example.com/broken:1 is not in ctr images ls")
 
 
 def _layer_dir(containerd, container_id: str, *, position: int):

@@ -8,6 +8,7 @@ layer by layer against both databases and the disk.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -59,19 +60,43 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     return chain
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageLayer:
+    """One layer of an image: its snapshot chain ID, diff ID and blob digest."""
+
+    chain_id: str
+    diff_id: str
+    digest: str | None
+
+
+def image_layers(root: str, target: str) -> list[ImageLayer] | None:
+    """Return an image's layers, base first; None when its content is not stored."""
+    manifest, config = _manifest_and_config(root, target)
+    diff_ids = ((config or {}).get("rootfs") or {}).get("diff_ids")
+    if not manifest or not isinstance(diff_ids, list):
+        return None
+    digests = [layer.get("digest") for layer in manifest.get("layers") or []]
+    digests += [None] * (len(diff_ids) - len(digests))
+    return [ImageLayer(chain, diff, digest)
+            for chain, diff, digest in zip(chain_ids(diff_ids), diff_ids, digests)]
+
+
+def _manifest_and_config(root: str, target: str) -> tuple[dict | None, dict | None]:
+    manifest = read_blob(root, target)
+    if manifest and (manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest):
+        manifest = _platform_manifest(root, manifest)
+    if not manifest:
+        return None, None
+    return manifest, read_blob(root, (manifest.get("config") or {}).get("digest", ""))
+
+
 def image_chain(root: str, target: str) -> list[str] | None:
     """Return the chain IDs of the image whose manifest or index is ``target``.
 
     For an index, the manifest for this machine's platform is used (the agent runs
     on the node). None means the content needed is not in the store.
     """
-    manifest = read_blob(root, target)
-    if manifest and manifest.get("mediaType") in INDEX_TYPES or (
-            manifest and "manifests" in manifest):
-        manifest = _platform_manifest(root, manifest)
-    if not manifest:
-        return None
-    config = read_blob(root, (manifest.get("config") or {}).get("digest", ""))
+    _, config = _manifest_and_config(root, target)
     diff_ids = ((config or {}).get("rootfs") or {}).get("diff_ids")
     return chain_ids(list(diff_ids)) if isinstance(diff_ids, list) else None
 

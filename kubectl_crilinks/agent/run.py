@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Any, Callable, Iterable
 
-from . import AGENT_VERSION, bolt, containerd, discovery, gentle
+from . import AGENT_VERSION, bolt, containerd, content, discovery, gentle, sizes
 from .checks import layer_audit
 from .checks import layers as layer_checks
 from .checks import symlinks as symlink_checks
@@ -68,6 +68,7 @@ class _Run:
         self.counts = {"error": 0, "warning": 0, "info": 0}
         self.stats = {"containers": 0, "entries": 0, "links": 0}
         self.notes: list[str] = []
+        self.states: dict[int, containerd.State] = {}
 
     # -- the whole run ---------------------------------------------------------------
 
@@ -89,6 +90,7 @@ class _Run:
 
         # Read each installation once; the container and node checks share it.
         runtimes = [(i, state) for i in installs if (state := self._read_state(i))]
+        self.states = {id(i): state for i, state in runtimes}
 
         # The containers the user asked for, each from its own layers.
         if self.options.scope == "pod" or self.options.containers:
@@ -108,6 +110,10 @@ class _Run:
                 continue
             self._container(install, state, container)
         return len(chosen)
+
+    def _images(self, install) -> tuple[containerd.Image, ...]:
+        state = self.states.get(id(install))
+        return state.meta.images if state and state.meta else ()
 
     def _node_checks(self, runtimes) -> None:
         scope = NodeScope(node=self.node, host=self.host, proc_root=self.options.proc_root,
@@ -219,11 +225,19 @@ class _Run:
     # -- records ---------------------------------------------------------------------
 
     def _target(self, install, container, chain) -> None:
-        layers = [
-            {"position": l.position, "key": l.key, "id": l.id, "kind": l.kind,
-             "dir": self.host.display(l.directory), "present": l.present}
-            for l in chain.layers
-        ]
+        """Emit the container's target record with its chain, sizes and layer digests."""
+        digests = self._image_layers(install, container)
+        layers = []
+        for layer in chain.layers:
+            used = sizes.usage([layer.directory], should_stop=self._expired)
+            image_layer = digests.get(layer.key)
+            layers.append({
+                "position": layer.position, "key": layer.key, "id": layer.id,
+                "kind": layer.kind, "dir": self.host.display(layer.directory),
+                "present": layer.present, "bytes": used.bytes, "inodes": used.inodes,
+                "diff_id": image_layer.diff_id if image_layer else None,
+                "digest": image_layer.digest if image_layer else None,
+            })
         self.emitter.emit("target", {
             "node": self.node, "runtime": "containerd", "runtime_root": install.root,
             "address": install.address, "namespace": container.pod_namespace,
@@ -232,6 +246,14 @@ class _Run:
             "snapshotter": container.snapshotter, "status": "inspected", "reason": None,
             "layers": layers,
         })
+
+    def _image_layers(self, install, container) -> dict[str, content.ImageLayer]:
+        """Map chain IDs to the image's layers, when its content is in the store."""
+        state_root = self.host.resolve(install.root)
+        image = next((i for i in self._images(install) if i.name == container.image), None)
+        found = content.image_layers(state_root, image.target) if image and image.target \
+            else None
+        return {layer.chain_id: layer for layer in found or ()}
 
     def _not_inspected(self, *, runtime: str, reason: str, runtime_root: str | None = None,
                        container: containerd.Container | None = None) -> None:
