@@ -27,6 +27,9 @@ from .union import LayerStack
 
 logger = logging.getLogger(__name__)
 
+CONFIRM_DELAY = 0.5
+"""Seconds between a read that found a problem and the read that confirms it."""
+
 
 def container_visitors(scope: ContainerScope, resolver: Resolver) -> list[Any]:
     """Return the checks that look at each entry of a container's root as it is walked.
@@ -131,7 +134,7 @@ class _Run:
     def _layer_audit(self, scope: NodeScope, install, state) -> None:
         """Audit one containerd's snapshots; its totals go in a target record."""
         result = layer_audit.audit(scope, install, state,
-                                   reread=lambda: self._read_state(install))
+                                   reread=lambda: self._reread_state(install))
         self.emitter.emit("target", {
             "node": self.node, "runtime": "containerd", "runtime_root": install.root,
             "address": install.address, "source": install.source,
@@ -150,6 +153,16 @@ class _Run:
             self._not_inspected(runtime="containerd", runtime_root=install.root,
                                 reason=f"containerd metadata cannot be read: {exc}")
             return None
+
+    def _reread_state(self, install: discovery.Containerd) -> containerd.State | None:
+        """Read again after containerd's in-flight operations have had time to finish.
+
+        containerd commits the snapshotter's database and then meta.db, a few
+        milliseconds apart, so a read between the two shows a record in one and not
+        the other. A problem still there :data:`CONFIRM_DELAY` later is real.
+        """
+        time.sleep(CONFIRM_DELAY)
+        return self._read_state(install)
 
     def _selected(self, container: containerd.Container) -> bool:
         """Tell whether a container is one the user asked for (pod, namespace, name)."""
@@ -195,7 +208,7 @@ class _Run:
         chain = containerd.layer_chain(state, container)
         if not chain.breaks:
             return chain
-        again = self._read_state(install)
+        again = self._reread_state(install)
         fresh = next((c for c in (again.containers if again else ()) if c.id == container.id),
                      None)
         if fresh is None:
