@@ -45,6 +45,10 @@ EXPECTED = {
     "/usr/sbin2/execlineb": "symlink.loop",
     "/opt/to-removed": "symlink.dangling",
     "/etc/on-host-only": "symlink.dangling",
+    # Fine in the container, reported at info level (issue 5).
+    "/etc/climbs": "symlink.escapes-root",
+    "/etc/mtab": "symlink.runtime-only",
+    "/etc/run-link": "symlink.runtime-only",
 }
 
 
@@ -209,7 +213,7 @@ def test_a_clean_debian_container_has_no_broken_links(containerd, minbase_root, 
 
     records = run_agent(containerd.node, "--pod", "deb", "--namespace", "default")
 
-    assert of_kind(records, "finding") == []
+    assert [f for f in of_kind(records, "finding") if f["severity"] != "info"] == []
     summary = records[-1]
     assert summary["complete"] is True
     assert summary["links"] > 50  # the walk really went through Debian's links

@@ -10,8 +10,9 @@ containerd is looked for in this order, first match per root wins:
 
 A config's ``imports`` are merged in order, later files winning, as containerd does.
 Every path here is a path on the node and is read through :class:`HostView`.
-Storage the agent finds but does not read (CRI-O's containers/storage) is returned
-too, so the report can say it was not inspected instead of staying silent.
+Storage the agent finds but does not read is returned too (:func:`find_unread`), so
+the report can say it was not inspected instead of staying silent; CRI-O's
+containers/storage is found by :mod:`.cstorage`.
 """
 
 from __future__ import annotations
@@ -47,10 +48,6 @@ DISTRIBUTIONS: Final = (
      "/var/snap/microk8s/common/run/containerd.sock"),
     ("containerd", DEFAULT_CONFIG, DEFAULT_ROOT, DEFAULT_STATE,
      "/run/containerd/containerd.sock"),
-)
-
-CONTAINERS_STORAGE: Final = (
-    "/var/lib/containers/storage/overlay-containers/containers.json",
 )
 
 OVERLAY_PLUGIN: Final = "io.containerd.snapshotter.v1.overlayfs"
@@ -214,10 +211,8 @@ def _unique_with_metadata(host: HostView, found: list[Containerd]) -> list[Conta
 
 
 def find_unread(host: HostView) -> list[Unread]:
-    """Return runtime storage present on the node that this agent does not read."""
-    unread = []
-    for path in CONTAINERS_STORAGE:
-        if host.exists(path):
-            unread.append(Unread("containers-storage", os.path.dirname(os.path.dirname(path)),
-                                 "CRI-O/podman storage is not read by this agent version"))
-    return unread
+    """Return runtime storage present on the node that this agent does not read.
+
+    None today: CRI-O's containers/storage is found and read by :mod:`.cstorage`.
+    """
+    return []

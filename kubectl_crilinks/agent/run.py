@@ -14,10 +14,17 @@ import socket
 import time
 from typing import Any, Callable, Iterable
 
-from . import AGENT_VERSION, bolt, containerd, content, discovery, gentle, sizes
+from . import AGENT_VERSION, bolt, containerd, content, cstorage, discovery, gentle
+from . import sizes
+from . import images
+from .checks import cstorage as cstorage_checks
 from .checks import layer_audit
 from .checks import layers as layer_checks
 from .checks import symlinks as symlink_checks
+from .checks import hardlinks as hardlink_checks
+from .checks import logs as log_checks
+from .checks import storage_root as storage_root_checks
+from .checks import volumes as volume_checks
 from .checks.context import ContainerScope, NodeScope
 from .hostview import HostView
 from .options import Options
@@ -36,12 +43,14 @@ def container_visitors(scope: ContainerScope, resolver: Resolver) -> list[Any]:
 
     A visitor has ``visit(entry)`` and ``finish()``, both yielding findings.
     """
-    return [symlink_checks.SymlinkVisitor(scope, resolver)]
+    return [symlink_checks.SymlinkVisitor(scope, resolver),
+            hardlink_checks.HardlinkVisitor(scope, resolver)]
 
 
 def node_checks(scope: str) -> list[Callable[[NodeScope], Iterable[Finding]]]:
     """Return the node-wide checks for a scope ('pod' narrows them to the pod)."""
-    return []
+    checks = [cstorage_checks.judge, volume_checks.judge, log_checks.judge]
+    return checks + ([storage_root_checks.judge] if scope == "node" else [])
 
 
 def inspect(options: Options, sink: Callable[[dict[str, Any]], None]) -> None:
@@ -69,7 +78,9 @@ class _Run:
         self.last_progress = self.started
         self.not_read: list[str] = []
         self.counts = {"error": 0, "warning": 0, "info": 0}
-        self.stats = {"containers": 0, "entries": 0, "links": 0}
+        self.stats = {"containers": 0, "entries": 0, "links": 0, "links_absolute": 0,
+                      "links_relative": 0, "hardlink_groups": 0}
+        self.catalogs: dict[str, images.Catalog] = {}  # image history, per containerd root
         self.notes: list[str] = []
         self.states: dict[int, containerd.State] = {}
 
@@ -83,13 +94,16 @@ class _Run:
 
         # Find the runtimes; say so when there is storage we do not read.
         installs = discovery.find_containerd(self.host, self.options.proc_root)
+        stores = cstorage.find_stores(self.host, self.options.proc_root)
         for unread in discovery.find_unread(self.host):
             self._not_inspected(runtime=unread.runtime, reason=unread.reason,
                                 runtime_root=unread.path)
-        if not installs:
+        if not installs and not stores:
             self._not_inspected(runtime="containerd", reason=(
                 f"no containerd metadata found under host root {self.host.root!r} "
-                "(looked at running processes, /etc/containerd, k3s, RKE2 and microk8s)"))
+                "(looked at running processes, /etc/containerd, k3s, RKE2 and "
+                "microk8s), and no containers/storage (looked at crio, /etc/crio, "
+                "storage.conf)"))
 
         # Read each installation once; the container and node checks share it.
         runtimes = [(i, state) for i in installs if (state := self._read_state(i))]
@@ -98,8 +112,10 @@ class _Run:
         # The containers the user asked for, each from its own layers.
         if self.options.scope == "pod" or self.options.containers:
             found = sum(self._installation(install, state) for install, state in runtimes)
-            if found == 0 and self.options.pod and runtimes:
-                self._not_inspected(runtime="containerd", reason=self._no_match(installs))
+            found += self._containers_storage(stores)
+            if found == 0 and self.options.pod and (runtimes or stores):
+                self._not_inspected(runtime="containerd" if runtimes else "cri-o",
+                                    reason=self._no_match(installs, stores))
 
         # Node-wide checks, narrowed to the pod when one was asked for.
         self._node_checks(runtimes)
@@ -113,6 +129,55 @@ class _Run:
                 continue
             self._container(install, state, container)
         return len(chosen)
+
+    def _containers_storage(self, stores: list[cstorage.Store]) -> int:
+        """Inspect the selected containers of CRI-O's stores; return how many."""
+        found = 0
+        for store in stores:
+            if store.driver != "overlay":
+                self._not_inspected(runtime="cri-o", runtime_root=store.graphroot,
+                                    reason=f"storage driver {store.driver!r} is not "
+                                           "read by this agent (overlay only)")
+                continue
+            try:
+                state = cstorage.read_state(self.host, store)
+            except cstorage.StoreError as exc:
+                self._not_inspected(runtime="cri-o", runtime_root=store.graphroot,
+                                    reason=f"containers/storage cannot be read: {exc}")
+                continue
+            opts = self.options
+            chosen = cstorage.select(state, pod=opts.pod, namespace=opts.namespace,
+                                     container=opts.container)
+            for container in chosen:
+                self._crio_container(state, container)
+            found += len(chosen)
+        return found
+
+    def _crio_container(self, state: cstorage.State, container) -> None:
+        """Show a CRI-O container's layer stack, then walk it like any other root."""
+        self.stats["containers"] += 1
+        stack = cstorage.layer_stack(state, container)
+        layers = [{"position": l.position, "key": l.key, "id": l.id, "kind": l.kind,
+                   "short_link": l.short, "dir": self.host.display(l.directory),
+                   "present": l.present,
+                   **sizes.usage([l.contents], should_stop=self._expired).as_dict()}
+                  for l in stack.layers]
+        self.emitter.emit("target", {
+            "node": self.node, "runtime": "cri-o",
+            "runtime_root": state.store.graphroot, "address": cstorage.CRIO_SOCKET,
+            "namespace": container.pod_namespace,
+            "pod": container.pod, "container": container.name,
+            "container_id": container.id, "image": container.image,
+            "snapshotter": state.store.driver, "status": "inspected", "reason": None,
+            "layers": layers})
+        if stack.breaks or self._expired():
+            why = "; ".join(stack.breaks) or "time budget spent"
+            self.not_read.append(f"container {container.id} root ({why})")
+            return
+        scope = ContainerScope(node=self.node, container=container, layers=stack.layers,
+                               address=cstorage.CRIO_SOCKET, runtime="cri-o",
+                               display_dir=self.host.display)
+        self._walk(scope, container, stack)
 
     def _images(self, install) -> tuple[containerd.Image, ...]:
         state = self.states.get(id(install))
@@ -130,6 +195,7 @@ class _Run:
                 self.not_read.append(f"node check {check.__module__} (time budget spent)")
                 continue
             self._emit_all(check(scope))
+        self.not_read.extend(scope.not_read)
 
     def _layer_audit(self, scope: NodeScope, install, state) -> None:
         """Audit one containerd's snapshots; its totals go in a target record."""
@@ -175,14 +241,17 @@ class _Run:
             return False
         return not opts.container or container.name == opts.container
 
-    def _no_match(self, installs: list[discovery.Containerd]) -> str:
+    def _no_match(self, installs: list[discovery.Containerd], stores) -> str:
         opts = self.options
         which = f"pod {opts.namespace or '?'}/{opts.pod}"
         if opts.container:
             which += f" container {opts.container!r}"
-        roots = ", ".join(f"{i.root} ({i.source})" for i in installs)
-        return (f"no container of {which} found in containerd namespace "
-                f"{containerd.CRI_NAMESPACE!r} at {roots}: is the pod on this node?")
+        places = [f"containerd namespace {containerd.CRI_NAMESPACE!r} at {i.root} "
+                  f"({i.source})" for i in installs]
+        places += [f"CRI-O's containers/storage at {s.graphroot} ({s.source})"
+                   for s in stores]
+        return (f"no container of {which} found in {' or '.join(places)}: is the pod "
+                f"on this node?")
 
     # -- one container ---------------------------------------------------------------
 
@@ -193,8 +262,10 @@ class _Run:
                                 reason=state.not_inspected[container.snapshotter])
             return
         chain = self._confirmed_chain(install, state, container)
+        catalog = self.catalogs.setdefault(state.root, images.Catalog(state.root))
         scope = ContainerScope(node=self.node, container=container, layers=chain.layers,
-                               address=install.address, display_dir=self.host.display)
+                               address=install.address, display_dir=self.host.display,
+                               build_steps=catalog.steps(container, chain.layers))
         self._target(install, container, chain)
         if self.options.scope == "pod":
             self._emit_all(layer_checks.judge(scope, chain))
@@ -233,6 +304,8 @@ class _Run:
             self._progress(container)
         for visitor in visitors:
             self._emit_all(visitor.finish())
+            for key, count in getattr(visitor, "stats", {}).items():
+                self.stats[key] = self.stats.get(key, 0) + count
         self.not_read.extend(f"{container.id}:{path}" for path in stack.not_read)
 
     # -- records ---------------------------------------------------------------------

@@ -19,6 +19,8 @@ class ContainerScope:
     layers: tuple[ChainLayer, ...]
     address: str
     display_dir: Any  # Callable[[str], str]: agent-side path -> node path
+    build_steps: Any = None  # Mapping[int, images.BuildStep]: layer position -> step
+    runtime: str = "containerd"  # or "cri-o": layers are cstorage.StackLayer records
 
     def finding(self, check: str, *, message: str, hint: str, layer: str | None,
                 path: str | None = None, target: str | None = None,
@@ -45,12 +47,21 @@ class ContainerScope:
 
     def layer_details(self, position: int) -> dict[str, Any]:
         layer = self.layers[position]
+        if self.runtime == "cri-o":
+            return {"layer_position": position, "layer_id": layer.id,
+                    "short_link": layer.short,
+                    "layer_dir": self.display_dir(layer.contents)}
         return {
             "layer_position": position,
             "snapshot_key": layer.key,
             "snapshot_id": layer.id,
             "layer_dir": self.display_dir(layer.contents),
+            "build_step": step.as_dict() if (step := self.build_step(position)) else None,
         }
+
+    def build_step(self, position: int) -> Any:
+        """Return the image history entry that made a layer, when it is known."""
+        return (self.build_steps or {}).get(position)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +80,7 @@ class NodeScope:
     pod: str | None
     namespace: str | None
     expired: Any  # Callable[[], bool]: True once the time budget is spent
+    not_read: list[str] = dataclasses.field(default_factory=list)  # left unread, why
 
     def finding(self, check: str, *, message: str, hint: str,
                 namespace: str | None = None, pod: str | None = None,
