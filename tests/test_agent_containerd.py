@@ -244,3 +244,18 @@ def _backend_seq(db, key: str) -> str:
         if backend.split("/", 2)[2] == key:
             return backend.split("/", 2)[1]
     raise AssertionError(f"no backend key for {key!r} in {db}")
+
+
+def test_a_link_target_with_a_name_over_255_bytes_is_dangling_not_a_crash(
+        containerd, tmp_path):
+    long_name = "n" * 300
+    layers = [host_binaries("sleep"), {"/etc/long": Symlink(f"/opt/{long_name}/x")}]
+    tar = build_image(tmp_path / "image", "example.com/long:1", layers)
+    containerd.import_image(tar, "example.com/long:1")
+    containerd.create("example.com/long:1", "long-1", pod="long", pod_namespace="shop",
+                      container_name="app", cmd=SLEEP)
+
+    records = run_agent(containerd.node, "--pod", "long", "--namespace", "shop")
+
+    assert findings_by_path(records)["/etc/long"]["check"] == "symlink.dangling"
+    assert records[-1]["error"] is None

@@ -80,6 +80,17 @@ def _open_dir(name: str, dir_fd: int) -> int | None:
         raise
 
 
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+    """lstat a name in a layer folder; None when no such name can exist there."""
+    try:
+        return os.lstat(name, dir_fd=dir_fd)
+    except OSError as exc:
+        # A name over 255 bytes (a link target's component) exists in no layer.
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+            return None
+        raise
+
+
 def _close_all(fds: list[tuple[int, int]]) -> None:
     for _, fd in fds:
         os.close(fd)
@@ -112,9 +123,8 @@ class LayerStack:
         """Open ``name`` in each layer that merges it, stopping where overlay stops."""
         opened: list[tuple[int, int]] = []
         for index, dir_fd in dirs:
-            try:
-                st = os.lstat(name, dir_fd=dir_fd)
-            except FileNotFoundError:
+            st = _lstat(name, dir_fd)
+            if st is None:
                 continue
             if is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
                 break
@@ -152,9 +162,8 @@ class LayerStack:
     def _find(self, dirs: list[tuple[int, int]], name: str, path: str) -> Entry | None:
         """Return the topmost entry for ``name`` among ``dirs``, or None if hidden."""
         for index, dir_fd in dirs:
-            try:
-                st = os.lstat(name, dir_fd=dir_fd)
-            except FileNotFoundError:
+            st = _lstat(name, dir_fd)
+            if st is None:
                 continue
             if is_whiteout(st):
                 return None

@@ -451,6 +451,12 @@ class _Auditor:
             if mount is not None and mount.fs_type == "overlay":
                 self._compare_mount(container, mount)
 
+    def _real(self, node_path: str) -> str:
+        try:
+            return self.scope.host.resolve(node_path)
+        except OSError:
+            return node_path
+
     def _compare_mount(self, container: containerd.Container, mount: mounts.Mount) -> None:
         chain = containerd.layer_chain(self.state, container)
         if not chain.layers or any(b.check == "layer.parent-missing" for b in chain.breaks):
@@ -461,7 +467,10 @@ class _Auditor:
                   for d in mount.options.get("lowerdir", "").split(":") if d]
         expected = [self.show(layer.contents) for layer in chain.layers[1:]]
         missing = [d for d in lowers if not self.scope.host.exists(d)]
-        if lowers == expected and not missing:
+        # Compare where the paths really lead: a root behind a symlink is named by its
+        # link in the mount options and by its target in the chain.
+        real = [self._real(d) for d in lowers]
+        if real == [self._real(d) for d in expected] and not missing:
             return
         self.add("layer.mount-mismatch", container.id, namespace=container.namespace,
                  layer=chain.layers[0].key, path=mount.mount_point,
