@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import platform
+import re
+import stat
 from typing import Any, Final
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ INDEX_TYPES: Final = (
 MAX_BLOB: Final = 4 * 1024 * 1024
 """Manifests and configs are small; anything larger is not read."""
 
+_DIGEST: Final = re.compile(r"sha256:([0-9a-f]{64})")
 _ARCH: Final = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 
 
@@ -34,18 +37,36 @@ def blob_path(root: str, digest: str) -> str:
     return os.path.join(root, CONTENT_DIR, "blobs", algorithm, hexdigest)
 
 
-def read_blob(root: str, digest: str) -> dict[str, Any] | None:
-    """Read a JSON blob from the content store; None when absent or not JSON."""
-    path = blob_path(root, digest)
+def read_json(root: str, digest: str) -> dict[str, Any]:
+    """Read a small JSON object blob; raise OSError or ValueError when it is not one.
+
+    The digest must be a plain sha256 (no path tricks) and the blob is opened with
+    ``O_NOFOLLOW`` and must be a regular file of at most :data:`MAX_BLOB` bytes.
+    """
+    match = _DIGEST.fullmatch(digest)
+    if match is None:
+        raise ValueError(f"digest {digest!r} is not a sha256 digest")
+    fd = os.open(blob_path(root, digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        if os.path.getsize(path) > MAX_BLOB:
-            return None
-        with open(path, "rb") as handle:
-            data = json.loads(handle.read())
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BLOB:
+            raise ValueError(f"blob {digest} is not a small regular file")
+        with open(fd, "rb", closefd=False) as handle:
+            parsed = json.loads(handle.read(MAX_BLOB + 1))
+    finally:
+        os.close(fd)
+    if not isinstance(parsed, dict):
+        raise ValueError(f"blob {digest} is not a JSON object")
+    return parsed
+
+
+def read_blob(root: str, digest: str) -> dict[str, Any] | None:
+    """Read a JSON blob like :func:`read_json`; None when it is absent or unusable."""
+    try:
+        return read_json(root, digest)
     except (OSError, ValueError) as exc:
         logger.debug("content blob %s cannot be read: %s", digest, exc)
         return None
-    return data if isinstance(data, dict) else None
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:

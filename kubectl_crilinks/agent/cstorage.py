@@ -42,6 +42,7 @@ import time
 import tomllib
 from typing import Any, Final, Iterable, Iterator, Mapping
 
+from . import proctable
 from .hostview import HostView, ScopeError
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def find_stores(host: HostView, proc_root: str | None) -> list[Store]:
     found: list[Store] = []
 
     # 1. A running CRI-O says where its storage is on its command line.
-    for pid, argv in _crio_processes(proc_root):
+    for pid, argv in proctable.processes(proc_root, "crio"):
         flags = parse_flags(argv)
         config = flags.get("config", CRIO_CONFIG)
         config_dir = flags.get("config_dir", CRIO_CONFIG_DIR)
@@ -127,28 +128,6 @@ def parse_flags(argv: list[str]) -> dict[str, str]:
         if flag in names:
             flags[names[flag]] = value if sep else next(args, "")
     return flags
-
-
-def _crio_processes(proc_root: str | None) -> Iterator[tuple[int, list[str]]]:
-    """Yield (pid, argv) of every process named ``crio``."""
-    if proc_root is None:
-        return
-    try:
-        pids = sorted(int(p) for p in os.listdir(proc_root) if p.isdigit())
-    except OSError as exc:
-        logger.warning("process table %s cannot be read (%s); using config files only",
-                       proc_root, exc.strerror)
-        return
-    for pid in pids:
-        try:
-            with open(os.path.join(proc_root, str(pid), "comm"), "rb") as handle:
-                if handle.read().strip() != b"crio":
-                    continue
-            with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as handle:
-                argv = [os.fsdecode(a) for a in handle.read().split(b"\0") if a]
-        except OSError:
-            continue
-        yield pid, argv
 
 
 def _crio_files(host: HostView, config: str, config_dir: str) -> list[tuple[str, dict]]:

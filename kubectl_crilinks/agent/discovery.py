@@ -23,9 +23,10 @@ import glob
 import logging
 import os
 import tomllib
-from typing import Any, Final, Iterator
+from typing import Any, Final
 
 from .containerd import META_DB
+from . import proctable
 from .hostview import HostView, ScopeError
 
 logger = logging.getLogger(__name__)
@@ -76,26 +77,6 @@ class Unread:
 
 
 # -- processes ------------------------------------------------------------------------
-
-
-def _processes(proc_root: str, name: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield (pid, argv) of every process whose command name is ``name``."""
-    try:
-        pids = [int(p) for p in os.listdir(proc_root) if p.isdigit()]
-    except OSError as exc:
-        logger.warning("process table %s cannot be read (%s); using config files only",
-                       proc_root, exc.strerror)
-        return
-    for pid in sorted(pids):
-        try:
-            with open(os.path.join(proc_root, str(pid), "comm"), "rb") as handle:
-                if handle.read().strip() != name.encode():
-                    continue
-            with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as handle:
-                argv = handle.read().split(b"\0")
-        except OSError:
-            continue
-        yield pid, [os.fsdecode(a) for a in argv if a]
 
 
 def parse_flags(argv: list[str]) -> dict[str, str]:
@@ -171,7 +152,7 @@ def find_containerd(host: HostView, proc_root: str | None) -> list[Containerd]:
     found: list[Containerd] = []
 
     # 1. Running daemons say where they keep their state.
-    for pid, argv in _processes(proc_root, "containerd") if proc_root else ():
+    for pid, argv in proctable.processes(proc_root, "containerd") if proc_root else ():
         flags = parse_flags(argv)
         config_path = flags.get("config", DEFAULT_CONFIG)
         found.append(_install(config_path=config_path, config=read_config(host, config_path),

@@ -15,30 +15,25 @@ index the manifest whose chain IDs match the container's layers is chosen, so th
 platform never has to be guessed.
 
 This is a reader: it returns records and never judges. It reads small JSON blobs only
-(at most :data:`MAX_BLOB` bytes each), never layer tarballs, and opens each blob with
-``O_NOFOLLOW`` after checking that its digest is a plain sha256.
+(at most :data:`MAX_BLOB` bytes each), never layer tarballs, and opens each blob through
+:func:`.content.read_json` (``O_NOFOLLOW``, a plain sha256 digest only).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-import re
-import stat
 from typing import Any, Final, Iterator, Mapping, Sequence
 
-from . import bolt, codec
-from .content import CONTENT_DIR, MAX_BLOB, chain_ids
-from .containerd import META_DB, ChainLayer, Container
+from . import content
+from .content import chain_ids
+from .containerd import ChainLayer, Container, State
 
 logger = logging.getLogger(__name__)
 
 MAX_INDEX_DEPTH: Final = 4
 """Nested indexes followed before giving up (real images nest at most twice)."""
 
-_DIGEST: Final = re.compile(r"sha256:([0-9a-f]{64})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,29 +89,11 @@ class ContentStore:
     """The blobs of one containerd root (an agent-side path), read-only."""
 
     def __init__(self, root: str) -> None:
-        self.blobs = os.path.join(root, CONTENT_DIR, "blobs", "sha256")
+        self.root = root
 
     def read_json(self, digest: str) -> dict[str, Any]:
         """Read and parse a small JSON blob; raise OSError or ValueError."""
-        match = _DIGEST.fullmatch(digest)
-        if match is None:
-            raise ValueError(f"digest {digest!r} is not a sha256 digest")
-        fd = os.open(
-            os.path.join(self.blobs, match[1]),
-            os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-        )
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BLOB:
-                raise ValueError(f"blob {digest} is not a small regular file")
-            with open(fd, "rb", closefd=False) as handle:
-                data = handle.read(MAX_BLOB + 1)
-        finally:
-            os.close(fd)
-        parsed = json.loads(data)
-        if not isinstance(parsed, dict):
-            raise ValueError(f"blob {digest} is not a JSON object")
-        return parsed
+        return content.read_json(self.root, digest)
 
     def configs(self, digest: str, depth: int = 0) -> Iterator[ImageConfig]:
         """Yield the image config(s) behind a manifest or index digest."""
@@ -149,28 +126,14 @@ class ContentStore:
         return ImageConfig(digest, diff_ids, tuple(chain_ids(list(diff_ids))), steps)
 
 
-def image_targets(root: str) -> dict[tuple[str, str], str]:
-    """Read every image's target digest from meta.db: {(namespace, name): digest}."""
-    tree = bolt.read_tree(os.path.join(root, META_DB))
-    v1 = tree.root.bucket(b"v1")
-    targets: dict[tuple[str, str], str] = {}
-    for ns_raw, ns in v1.buckets.items() if v1 else ():
-        images = ns.bucket(b"images")
-        for name, record in images.buckets.items() if images else ():
-            target = record.bucket(b"target")
-            digest = codec.text(target.get(b"digest")) if target else None
-            if digest:
-                targets[(codec.text(ns_raw) or "", codec.text(name) or "")] = digest
-    return targets
-
-
 class Catalog:
     """The build steps of one containerd root's images, read once, on demand."""
 
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.store = ContentStore(root)
-        self._targets: dict[tuple[str, str], str] | None = None
+    def __init__(self, state: State) -> None:
+        self.store = ContentStore(state.root)
+        self._targets = {(image.namespace, image.name): image.target
+                         for image in (state.meta.images if state.meta else ())
+                         if image.target}
         self._configs: dict[str, tuple[ImageConfig, ...]] = {}
 
     def steps(
@@ -180,7 +143,7 @@ class Catalog:
         keys = {layer.key: layer.position for layer in layers}
         try:
             config = self._matching_config(container, keys)
-        except (OSError, ValueError, bolt.BoltError) as exc:
+        except (OSError, ValueError) as exc:
             logger.debug(
                 "image history of container %s not read: %s", container.id, exc
             )
@@ -201,7 +164,7 @@ class Catalog:
         The container's own image comes first; an image that was re-tagged or
         removed since is found among the namespace's other images.
         """
-        targets = self._image_targets()
+        targets = self._targets
         own = targets.get((container.namespace, container.image or ""))
         others = [
             d for (ns, _), d in sorted(targets.items()) if ns == container.namespace
@@ -211,11 +174,6 @@ class Catalog:
                 if config.chain_ids and config.chain_ids[-1] in keys:
                     return config
         return None
-
-    def _image_targets(self) -> dict[tuple[str, str], str]:
-        if self._targets is None:
-            self._targets = image_targets(self.root)
-        return self._targets
 
     def _configs_of(self, digest: str) -> tuple[ImageConfig, ...]:
         if digest not in self._configs:

@@ -23,8 +23,9 @@ import logging
 import os
 import re
 import shlex
-from typing import Final, Iterator
+from typing import Final
 
+from . import proctable
 from .hostview import HostView
 
 logger = logging.getLogger(__name__)
@@ -182,29 +183,9 @@ def parse_flags(argv: list[str]) -> dict[str, str]:
 
 
 def _process_flags(proc_root: str | None) -> tuple[dict[str, str], int | None]:
-    for pid, argv in _kubelets(proc_root):
+    for pid, argv in proctable.processes(proc_root, "kubelet"):
         return parse_flags(argv[1:]), pid
     return {}, None
-
-
-def _kubelets(proc_root: str | None) -> Iterator[tuple[int, list[str]]]:
-    if proc_root is None:
-        return
-    try:
-        pids = sorted(int(p) for p in os.listdir(proc_root) if p.isdigit())
-    except OSError as exc:
-        logger.debug("process table %s cannot be read: %s", proc_root, exc)
-        return
-    for pid in pids:
-        try:
-            with open(os.path.join(proc_root, str(pid), "comm"), "rb") as handle:
-                if handle.read().strip() != b"kubelet":
-                    continue
-            with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as handle:
-                argv = [os.fsdecode(a) for a in handle.read().split(b"\0") if a]
-        except OSError:
-            continue
-        yield pid, argv
 
 
 def _config(host: HostView, path: str) -> dict[str, str]:

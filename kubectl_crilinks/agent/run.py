@@ -262,7 +262,7 @@ class _Run:
                                 reason=state.not_inspected[container.snapshotter])
             return
         chain = self._confirmed_chain(install, state, container)
-        catalog = self.catalogs.setdefault(state.root, images.Catalog(state.root))
+        catalog = self.catalogs.setdefault(state.root, images.Catalog(state))
         scope = ContainerScope(node=self.node, container=container, layers=chain.layers,
                                address=install.address, display_dir=self.host.display,
                                build_steps=catalog.steps(container, chain.layers))

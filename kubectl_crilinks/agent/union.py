@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 MAX_DEPTH: Final = 256
 """Directory levels walked below the root; deeper trees are reported as not read."""
 
+NAME_MAX: Final = 255
+"""Bytes in one file name on Linux file systems: a longer component exists nowhere."""
+
 OPAQUE_XATTRS: Final = (b"trusted.overlay.opaque", b"user.overlay.opaque")
 
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -145,6 +148,8 @@ class LayerStack:
             path = ""
             for depth, name in enumerate(parts):
                 path = _join(path, name)
+                if len(os.fsencode(name)) > NAME_MAX:
+                    return Miss(path, "name-too-long")
                 entry = self._find(dirs, name, path)
                 if entry is None:
                     return Miss(path, "missing")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .. import containerd, content, gc, mounts, sizes
 from ..catalogue import severity_of
