@@ -259,3 +259,17 @@ def test_a_link_target_with_a_name_over_255_bytes_is_dangling_not_a_crash(
 
     assert findings_by_path(records)["/etc/long"]["check"] == "symlink.dangling"
     assert records[-1]["error"] is None
+
+
+def test_a_spent_time_budget_gives_a_partial_report_that_says_what_was_not_read(
+        containerd, broken_image):
+    containerd.run(broken_image, "web-1", pod="web", pod_namespace="shop",
+                   container_name="app", cmd=SLEEP)
+
+    records = run_agent(containerd.node, "--pod", "web", "--namespace", "shop",
+                        "--time-budget", "0")
+
+    summary = records[-1]
+    assert summary["complete"] is False
+    assert any("web-1" in item for item in summary["not_read"])
+    assert summary["error"] is None
