@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import stat
 import struct
 import time
 from collections.abc import Mapping
@@ -122,8 +123,12 @@ def read_tree(
     during every attempt, and ``OSError`` when it cannot be opened or read.
     """
     name = os.fspath(path)
-    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+    # O_NONBLOCK: a FIFO put where the file should be must not block the agent.
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BoltError(f"{name!r}: not a regular file, so not a BoltDB file; "
+                            "look at what replaced it")
         return _read_stable(_File(name, fd), retries=retries, retry_delay=retry_delay)
     finally:
         os.close(fd)
@@ -469,8 +474,10 @@ class _Walk:
                 f"overflow {overflow} runs past page {high_water - 1}, "
                 f"the last page in use ({where})",
             )
-        self._visit(pgid, overflow, where=where)
+        # Check the size before anything is allocated for the pages (a crafted
+        # overflow count must fail at once, not after billions of page numbers).
         rest = self._read(pgid + 1, overflow, where=where) if overflow else b""
+        self._visit(pgid, overflow, where=where)
         return _Page(label, flags, count, head + rest)
 
     def _read(self, pgid: int, pages: int, *, where: str) -> bytes:

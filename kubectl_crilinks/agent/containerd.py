@@ -18,9 +18,10 @@ import datetime
 import json
 import logging
 import os
-from typing import Any, Final, Mapping
+import stat
+from typing import Any, Callable, Final, Mapping
 
-from . import bolt, codec
+from . import bolt, codec, content
 
 logger = logging.getLogger(__name__)
 
@@ -149,14 +150,32 @@ class Snapshotter:
     root: str
     records: Mapping[str, BackendSnapshot]
     parents: tuple[ParentLink, ...] = ()
+    snapshots_root: str = ""
+    """The ``snapshots`` folder, resolved inside the host root (it may be moved)."""
 
     def directory(self, snapshot_id: int) -> str:
-        return os.path.join(self.root, "snapshots", str(snapshot_id))
+        base = self.snapshots_root or os.path.join(self.root, "snapshots")
+        return os.path.join(base, str(snapshot_id))
 
     def contents(self, snapshot_id: int) -> str:
         """Return the folder holding the layer's files (``fs`` for overlayfs)."""
         base = self.directory(snapshot_id)
         return os.path.join(base, "fs") if self.name == "overlayfs" else base
+
+    def has_folder(self, snapshot_id: int) -> bool:
+        """Tell whether a snapshot's folder and contents are real folders, not links.
+
+        A link in their place is never followed: it could lead anywhere on the host.
+        """
+        return all(_is_real_dir(path) for path in
+                   (self.directory(snapshot_id), self.contents(snapshot_id)))
+
+
+def _is_real_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +188,8 @@ class State:
     snapshotters: Mapping[str, Snapshotter]
     not_inspected: Mapping[str, str]
     meta: "Meta | None" = None
+    blobs: str = ""
+    """The content store's sha256 blob folder, resolved inside the host root."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,9 +359,10 @@ def _parent_link(key: bytes, value: bytes) -> ParentLink | None:
     return ParentLink(parent_id, child_id, codec.text(value) or "")
 
 
-def read_snapshotter(name: str, root: str) -> Snapshotter:
+def read_snapshotter(name: str, root: str, *,
+                     rescope: Callable[[str], str] = lambda path: path) -> Snapshotter:
     """Read a snapshotter's records from ``<root>/metadata.db``."""
-    tree = bolt.read_tree(os.path.join(root, "metadata.db"))
+    tree = bolt.read_tree(rescope(os.path.join(root, "metadata.db")))
     bucket = tree.root.bucket(b"v1", b"snapshots") or _EMPTY
     records = {
         codec.text(key) or "": _backend_record(key, record)
@@ -348,12 +370,19 @@ def read_snapshotter(name: str, root: str) -> Snapshotter:
     }
     index = tree.root.bucket(b"v1", b"parents") or _EMPTY
     parents = tuple(p for k, v in index.values.items() if (p := _parent_link(k, v)))
-    return Snapshotter(name=name, root=root, records=records, parents=parents)
+    return Snapshotter(name=name, root=root, records=records, parents=parents,
+                       snapshots_root=rescope(os.path.join(root, "snapshots")))
 
 
-def read_state(root: str, *, snapshotter_roots: Mapping[str, str] | None = None) -> State:
-    """Read meta.db and every snapshotter it uses, under an agent-side ``root``."""
-    containers, snapshots, meta = read_meta(os.path.join(root, META_DB))
+def read_state(root: str, *, snapshotter_roots: Mapping[str, str] | None = None,
+               rescope: Callable[[str], str] = lambda path: path) -> State:
+    """Read meta.db and every snapshotter it uses, under an agent-side ``root``.
+
+    ``rescope`` maps an agent-side path to where it really is, its links followed
+    inside the host root (a folder below the root may itself be moved elsewhere);
+    without it paths are used as given.
+    """
+    containers, snapshots, meta = read_meta(rescope(os.path.join(root, META_DB)))
     used = {s.snapshotter for s in snapshots} | {c.snapshotter for c in containers if c.snapshotter}
     snapshotters: dict[str, Snapshotter] = {}
     not_inspected: dict[str, str] = {}
@@ -362,9 +391,10 @@ def read_state(root: str, *, snapshotter_roots: Mapping[str, str] | None = None)
         if plugin_root is None:
             not_inspected[name] = f"the {name!r} snapshotter is not one this agent reads"
             continue
-        snapshotters[name] = read_snapshotter(name, plugin_root)
+        snapshotters[name] = read_snapshotter(name, rescope(plugin_root), rescope=rescope)
     return State(
         root=root,
+        blobs=rescope(os.path.join(root, content.CONTENT_DIR, "blobs", "sha256")),
         containers=tuple(containers),
         snapshots={(s.namespace, s.snapshotter, s.key): s for s in snapshots},
         snapshotters=snapshotters,
@@ -478,7 +508,7 @@ class _ChainWalk:
     def _add_layer(self, record: BackendSnapshot) -> None:
         directory = self.snapshotter.directory(record.id)
         contents = self.snapshotter.contents(record.id)
-        present = os.path.isdir(contents) and not os.path.islink(directory)
+        present = self.snapshotter.has_folder(record.id)
         layer = ChainLayer(
             position=len(self.layers),
             key=self._meta_key(record.key),

@@ -32,12 +32,12 @@ _DIGEST: Final = re.compile(r"sha256:([0-9a-f]{64})")
 _ARCH: Final = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 
 
-def blob_path(root: str, digest: str) -> str:
-    algorithm, _, hexdigest = digest.partition(":")
-    return os.path.join(root, CONTENT_DIR, "blobs", algorithm, hexdigest)
+def blob_path(blobs: str, digest: str) -> str:
+    """Return a sha256 blob's path in ``blobs`` (the store's ``blobs/sha256`` folder)."""
+    return os.path.join(blobs, digest.partition(":")[2])
 
 
-def read_json(root: str, digest: str) -> dict[str, Any]:
+def read_json(blobs: str, digest: str) -> dict[str, Any]:
     """Read a small JSON object blob; raise OSError or ValueError when it is not one.
 
     The digest must be a plain sha256 (no path tricks) and the blob is opened with
@@ -46,7 +46,8 @@ def read_json(root: str, digest: str) -> dict[str, Any]:
     match = _DIGEST.fullmatch(digest)
     if match is None:
         raise ValueError(f"digest {digest!r} is not a sha256 digest")
-    fd = os.open(blob_path(root, digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(blob_path(blobs, digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                 | os.O_NONBLOCK)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BLOB:
@@ -60,10 +61,10 @@ def read_json(root: str, digest: str) -> dict[str, Any]:
     return parsed
 
 
-def read_blob(root: str, digest: str) -> dict[str, Any] | None:
+def read_blob(blobs: str, digest: str) -> dict[str, Any] | None:
     """Read a JSON blob like :func:`read_json`; None when it is absent or unusable."""
     try:
-        return read_json(root, digest)
+        return read_json(blobs, digest)
     except (OSError, ValueError) as exc:
         logger.debug("content blob %s cannot be read: %s", digest, exc)
         return None
@@ -90,9 +91,9 @@ class ImageLayer:
     digest: str | None
 
 
-def image_layers(root: str, target: str) -> list[ImageLayer] | None:
+def image_layers(blobs: str, target: str) -> list[ImageLayer] | None:
     """Return an image's layers, base first; None when its content is not stored."""
-    manifest, config = _manifest_and_config(root, target)
+    manifest, config = _manifest_and_config(blobs, target)
     diff_ids = ((config or {}).get("rootfs") or {}).get("diff_ids")
     if not manifest or not isinstance(diff_ids, list):
         return None
@@ -102,32 +103,32 @@ def image_layers(root: str, target: str) -> list[ImageLayer] | None:
             for chain, diff, digest in zip(chain_ids(diff_ids), diff_ids, digests)]
 
 
-def _manifest_and_config(root: str, target: str) -> tuple[dict | None, dict | None]:
-    manifest = read_blob(root, target)
+def _manifest_and_config(blobs: str, target: str) -> tuple[dict | None, dict | None]:
+    manifest = read_blob(blobs, target)
     if manifest and (manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest):
-        manifest = _platform_manifest(root, manifest)
+        manifest = _platform_manifest(blobs, manifest)
     if not manifest:
         return None, None
-    return manifest, read_blob(root, (manifest.get("config") or {}).get("digest", ""))
+    return manifest, read_blob(blobs, (manifest.get("config") or {}).get("digest", ""))
 
 
-def image_chain(root: str, target: str) -> list[str] | None:
+def image_chain(blobs: str, target: str) -> list[str] | None:
     """Return the chain IDs of the image whose manifest or index is ``target``.
 
     For an index, the manifest for this machine's platform is used (the agent runs
     on the node). None means the content needed is not in the store.
     """
-    _, config = _manifest_and_config(root, target)
+    _, config = _manifest_and_config(blobs, target)
     diff_ids = ((config or {}).get("rootfs") or {}).get("diff_ids")
     return chain_ids(list(diff_ids)) if isinstance(diff_ids, list) else None
 
 
-def _platform_manifest(root: str, index: dict[str, Any]) -> dict[str, Any] | None:
+def _platform_manifest(blobs: str, index: dict[str, Any]) -> dict[str, Any] | None:
     arch = _ARCH.get(platform.machine(), platform.machine())
     for entry in index.get("manifests") or []:
         wanted = entry.get("platform") or {}
         if wanted.get("os", "linux") == "linux" and wanted.get("architecture", arch) == arch:
-            manifest = read_blob(root, entry.get("digest", ""))
+            manifest = read_blob(blobs, entry.get("digest", ""))
             if manifest:
                 return manifest
     return None

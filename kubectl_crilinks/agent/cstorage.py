@@ -513,7 +513,7 @@ def _layer_dir(layer_id: str, path: str) -> LayerDir:
 def _read_small(path: str) -> tuple[str | None, str | None]:
     """Read a small text file without following a link; (text, None) or (None, why)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return None, "missing"
@@ -582,7 +582,7 @@ def writer_pid(host: HostView, lock_path: str) -> int | None:
     lock cannot be asked about).
     """
     try:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         fd = os.open(host.resolve(lock_path), flags)
     except OSError:
         return None

@@ -105,30 +105,65 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def read_config(host: HostView, path: str) -> dict[str, Any] | None:
-    """Read a containerd config.toml on the node, with its ``imports`` merged in."""
+def read_config(host: HostView, path: str,
+                _seen: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """Read a containerd config.toml on the node, with its ``imports`` merged in.
+
+    Like containerd, a file already loaded is not loaded again (a config may import
+    itself through a glob). Values of the wrong type are ignored with a warning.
+    """
     try:
         config = tomllib.loads(host.read_bytes(path).decode("utf-8"))
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        logger.warning("containerd config %s cannot be read (%s); using defaults", path, exc)
+        if exc.errno != errno.ENOENT:
+            logger.warning("containerd config %r cannot be read (%s); using defaults",
+                           path, exc)
         return None
     except ValueError as exc:
-        logger.warning("containerd config %s is not valid TOML (%s); using defaults", path, exc)
+        logger.warning("containerd config %r is not valid TOML (%s); using defaults",
+                       path, exc)
         return None
-    for pattern in config.get("imports") or []:
-        pattern = os.path.join(os.path.dirname(path), pattern)
-        for imported in sorted(glob.glob(host.resolve(pattern))):
-            extra = read_config(host, host.display(imported))
-            config = _merge(config, extra or {})
+    seen = _seen | {path}
+    for imported in _imports(host, path, config.get("imports")):
+        if imported not in seen:
+            config = _merge(config, read_config(host, imported, seen) or {})
+            seen = seen | {imported}
     return config
 
 
+def _imports(host: HostView, path: str, patterns: Any) -> list[str]:
+    """Expand a config's ``imports`` (a list of paths or globs) to node paths."""
+    if patterns is None:
+        return []
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        logger.warning("containerd config %r: imports is not a list of paths; ignored",
+                       path)
+        return []
+    found = []
+    for pattern in patterns:
+        pattern = os.path.join(os.path.dirname(path), pattern)
+        try:
+            found += [host.display(p) for p in sorted(glob.glob(host.resolve(pattern)))]
+        except OSError as exc:
+            logger.warning("containerd config %r: import %r not read (%s)",
+                           path, pattern, exc)
+    return found
+
+
+def _text(config: dict[str, Any], *keys: str) -> str | None:
+    """Return a nested string setting, or None (with a warning) when it is not one."""
+    value: Any = config
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None or isinstance(value, str):
+        return value or None
+    logger.warning("containerd config: %s is %r, not a path; ignored",
+                   ".".join(keys), value)
+    return None
+
+
 def _snapshotter_roots(config: dict[str, Any]) -> dict[str, str]:
-    plugins = config.get("plugins") or {}
-    overlay = plugins.get(OVERLAY_PLUGIN) or {}
-    root_path = overlay.get("root_path")
+    root_path = _text(config, "plugins", OVERLAY_PLUGIN, "root_path")
     return {"overlayfs": root_path} if root_path else {}
 
 
@@ -137,9 +172,9 @@ def _install(*, config_path: str | None, config: dict[str, Any] | None,
              source: str, pid: int | None) -> Containerd:
     """Combine defaults, the config file and command-line flags (flags win)."""
     config = config or {}
-    root = flags.get("root") or config.get("root") or defaults[0]
-    state = flags.get("state") or config.get("state") or defaults[1]
-    address = flags.get("address") or (config.get("grpc") or {}).get("address") or defaults[2]
+    root = flags.get("root") or _text(config, "root") or defaults[0]
+    state = flags.get("state") or _text(config, "state") or defaults[1]
+    address = flags.get("address") or _text(config, "grpc", "address") or defaults[2]
     return Containerd(root=root, state=state, address=address, config=config_path,
                       source=source, snapshotter_roots=_snapshotter_roots(config), pid=pid)
 

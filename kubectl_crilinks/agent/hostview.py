@@ -34,12 +34,14 @@ def split(path: str) -> list[str]:
     return [part for part in path.split("/") if part not in ("", ".")]
 
 
-def scoped_path(root: str, path: str, *, follow_last: bool = True) -> str:
+def scoped_path(root: str, path: str, *, follow_last: bool = True,
+                strict: bool = True) -> str:
     """Return where ``path`` (a path on the node) really is, below ``root``.
 
     Every symlink on the way is resolved as the node would resolve it, but clamped
     to ``root``. A missing final component is allowed (the result names where it
-    would be); a missing directory on the way raises :class:`ScopeError`.
+    would be); a missing directory on the way raises :class:`ScopeError`, or with
+    ``strict=False`` the rest is joined as it is: nothing there can be a link.
     """
     resolved: list[str] = []
     pending = split(path)
@@ -58,9 +60,10 @@ def scoped_path(root: str, path: str, *, follow_last: bool = True) -> str:
         try:
             st = os.lstat(here)
         except FileNotFoundError:
-            if pending:
+            if pending and strict:
                 raise ScopeError(errno.ENOENT, "no such directory on the node", here) from None
             resolved.append(part)
+            resolved = _lexical(resolved, pending)
             break
         except NotADirectoryError:
             raise ScopeError(errno.ENOTDIR, "not a directory on the node", here) from None
@@ -79,6 +82,17 @@ def scoped_path(root: str, path: str, *, follow_last: bool = True) -> str:
     return os.path.join(root, *resolved) if resolved else root
 
 
+def _lexical(resolved: list[str], pending: list[str]) -> list[str]:
+    """Append components that do not exist on disk, '..' handled by name alone."""
+    for part in pending:
+        if part == "..":
+            if resolved:
+                resolved.pop()
+        else:
+            resolved.append(part)
+    return resolved
+
+
 def node_path(root: str, real: str) -> str:
     """Turn a path below ``root`` back into the path as the node names it."""
     if root in ("", "/"):
@@ -95,9 +109,9 @@ class HostView:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
 
-    def resolve(self, path: str) -> str:
+    def resolve(self, path: str, *, strict: bool = True) -> str:
         """Return the agent-side path of a node path, links followed inside the root."""
-        return scoped_path(self.root, path)
+        return scoped_path(self.root, path, strict=strict)
 
     def exists(self, path: str) -> bool:
         try:
@@ -114,7 +128,8 @@ class HostView:
     def read_bytes(self, path: str, *, limit: int = 16 * 1024 * 1024) -> bytes:
         """Read a regular file on the node, refusing anything larger than ``limit``."""
         real = self.resolve(path)
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO in a file's place must not block the agent.
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):

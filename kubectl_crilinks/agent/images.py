@@ -88,8 +88,8 @@ def _text(value: Any) -> str | None:
 class ContentStore:
     """The blobs of one containerd root (an agent-side path), read-only."""
 
-    def __init__(self, root: str) -> None:
-        self.root = root
+    def __init__(self, blobs: str) -> None:
+        self.root = blobs  # the store's blobs/sha256 folder
 
     def read_json(self, digest: str) -> dict[str, Any]:
         """Read and parse a small JSON blob; raise OSError or ValueError."""
@@ -130,7 +130,7 @@ class Catalog:
     """The build steps of one containerd root's images, read once, on demand."""
 
     def __init__(self, state: State) -> None:
-        self.store = ContentStore(state.root)
+        self.store = ContentStore(state.blobs)
         self._targets = {(image.namespace, image.name): image.target
                          for image in (state.meta.images if state.meta else ())
                          if image.target}

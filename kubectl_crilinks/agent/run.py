@@ -83,6 +83,7 @@ class _Run:
         self.catalogs: dict[str, images.Catalog] = {}  # image history, per containerd root
         self.notes: list[str] = []
         self.states: dict[int, containerd.State] = {}
+        self.uninspected = 0
 
     # -- the whole run ---------------------------------------------------------------
 
@@ -93,17 +94,22 @@ class _Run:
             gentle.raise_open_files()
 
         # Find the runtimes; say so when there is storage we do not read.
-        installs = discovery.find_containerd(self.host, self.options.proc_root)
-        stores = cstorage.find_stores(self.host, self.options.proc_root)
+        installs = self._guarded("containerd", "finding containerd", list,
+                                 discovery.find_containerd, self.host,
+                                 self.options.proc_root)
+        stores = self._guarded("cri-o", "finding containers/storage", list,
+                               cstorage.find_stores, self.host, self.options.proc_root)
         for unread in discovery.find_unread(self.host):
             self._not_inspected(runtime=unread.runtime, reason=unread.reason,
                                 runtime_root=unread.path)
         if not installs and not stores:
+            processes = "running processes, " if self.options.proc_root else ""
             self._not_inspected(runtime="containerd", reason=(
                 f"no containerd metadata found under host root {self.host.root!r} "
-                "(looked at running processes, /etc/containerd, k3s, RKE2 and "
-                "microk8s), and no containers/storage (looked at crio, /etc/crio, "
-                "storage.conf)"))
+                f"(looked at {processes}/etc/containerd/config.toml, k3s, RKE2 and "
+                "microk8s, and /var/lib/containerd/io.containerd.metadata.v1.bolt/"
+                "meta.db), and no containers/storage (looked at "
+                f"{processes}/etc/crio, storage.conf): is this the node's root?"))
 
         # Read each installation once; the container and node checks share it.
         runtimes = [(i, state) for i in installs if (state := self._read_state(i))]
@@ -127,7 +133,8 @@ class _Run:
             if self._expired():
                 self.not_read.append(f"container {container.id} (time budget spent)")
                 continue
-            self._container(install, state, container)
+            self._guarded("containerd", f"inspecting container {container.id}",
+                          lambda: None, self._container, install, state, container)
         return len(chosen)
 
     def _containers_storage(self, stores: list[cstorage.Store]) -> int:
@@ -194,7 +201,8 @@ class _Run:
             if self._expired():
                 self.not_read.append(f"node check {check.__module__} (time budget spent)")
                 continue
-            self._emit_all(check(scope))
+            self._guarded("node", f"node check {check.__module__}", lambda: None,
+                          lambda: self._emit_all(check(scope)))
         self.not_read.extend(scope.not_read)
 
     def _layer_audit(self, scope: NodeScope, install, state) -> None:
@@ -214,11 +222,36 @@ class _Run:
         try:
             root = self.host.resolve(install.root)
             overrides = {k: self.host.resolve(v) for k, v in install.snapshotter_roots.items()}
-            return containerd.read_state(root, snapshotter_roots=overrides)
+            return containerd.read_state(root, snapshotter_roots=overrides,
+                                         rescope=self._rescope)
         except (bolt.BoltError, OSError) as exc:
             self._not_inspected(runtime="containerd", runtime_root=install.root,
                                 reason=f"containerd metadata cannot be read: {exc}")
             return None
+
+    def _guarded(self, runtime: str, what: str, fallback: Callable[[], Any],
+                 step: Callable[..., Any], *args: Any) -> Any:
+        """Run one step; a failure becomes a not-inspected target, and the run goes on.
+
+        One odd config file or one container that changes under us must not cost
+        the user every other result.
+        """
+        try:
+            return step(*args)
+        except Exception as exc:  # noqa: BLE001 - reported, never swallowed
+            logger.debug("%s failed", what, exc_info=True)
+            self._not_inspected(runtime=runtime, reason=(
+                f"{what} failed: {type(exc).__name__}: {exc}; the rest of the report "
+                "stands (run the agent with -vv for the traceback)"))
+            return fallback()
+
+    def _rescope(self, path: str) -> str:
+        """Follow any link in an agent-side path inside the host root, never outside.
+
+        A folder missing on the way ends the resolution there: opening the result
+        then fails as missing, which the readers report.
+        """
+        return self.host.resolve(self.host.display(path), strict=False)
 
     def _reread_state(self, install: discovery.Containerd) -> containerd.State | None:
         """Read again after containerd's in-flight operations have had time to finish.
@@ -335,14 +368,15 @@ class _Run:
 
     def _image_layers(self, install, container) -> dict[str, content.ImageLayer]:
         """Map chain IDs to the image's layers, when its content is in the store."""
-        state_root = self.host.resolve(install.root)
+        state = self.states.get(id(install))
         image = next((i for i in self._images(install) if i.name == container.image), None)
-        found = content.image_layers(state_root, image.target) if image and image.target \
-            else None
+        found = content.image_layers(state.blobs, image.target) \
+            if state and image and image.target else None
         return {layer.chain_id: layer for layer in found or ()}
 
     def _not_inspected(self, *, runtime: str, reason: str, runtime_root: str | None = None,
                        container: containerd.Container | None = None) -> None:
+        self.uninspected += 1
         self.emitter.emit("target", {
             "node": self.node, "runtime": runtime, "runtime_root": runtime_root,
             "namespace": container.pod_namespace if container else self.options.namespace,
@@ -374,7 +408,7 @@ class _Run:
     def summary(self, error: str | None) -> dict[str, Any]:
         return {
             "node": self.node,
-            "complete": not self.not_read and error is None,
+            "complete": not self.not_read and error is None and not self.uninspected,
             "not_read": self.not_read,
             "error": error,
             "counts": self.counts,

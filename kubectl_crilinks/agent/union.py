@@ -225,11 +225,19 @@ class LayerStack:
             for item in self._scan(dir_fd, path):
                 if item.name in seen:
                     continue
-                st = item.stat(follow_symlinks=False)
+                try:
+                    st = item.stat(follow_symlinks=False)
+                    target = (os.readlink(item.name, dir_fd=dir_fd)
+                              if stat.S_ISLNK(st.st_mode) else None)
+                except OSError as exc:
+                    # Gone or replaced since the listing: a running container's
+                    # writable layer changes under us. Skip it, as its next read would.
+                    logger.debug("%r in layer %d changed while read: %s",
+                                 _join(path, item.name), index, exc.strerror)
+                    continue
                 if is_whiteout(st):
                     seen[item.name] = None
                     continue
-                target = os.readlink(item.name, dir_fd=dir_fd) if item.is_symlink() else None
                 seen[item.name] = Entry(_join(path, item.name), index, st, target)
         return [entry for entry in seen.values() if entry is not None]
 

@@ -470,6 +470,10 @@ def _holder_main(spec_json: str) -> None:
         os.makedirs(node_path, exist_ok=True)
         _mount(str(fs_root / node_path.lstrip("/")), node_path, None, _MS_BIND)
 
+    # A private /dev/shm: podman keeps its container locks in /dev/shm/libpod_lock,
+    # and locks of nodes long gone must not fill the machine's.
+    _mount("tmpfs", "/dev/shm", "tmpfs", 0, "mode=1777")
+
     # Each cgroup hierarchy shows only the node's parent, so the cgroups runc
     # makes (/k8s.io/<id>) land below it on the machine's cgroupfs.
     for mount_point, parent in spec["cgroups"]:

@@ -200,7 +200,7 @@ class _Auditor:
             key = meta[record.key].key if record.key in meta else record.key
             if record.parent and record.parent not in snapshotter.records:
                 self._backend_parent_missing(snapshotter, record, namespace, key, meta)
-            if not os.path.isdir(snapshotter.contents(record.id)):
+            if not snapshotter.has_folder(record.id):
                 self._dir_missing(snapshotter, record, namespace, key)
             if record.key not in meta:
                 self._untracked(snapshotter, record, namespace)
@@ -261,7 +261,7 @@ class _Auditor:
     # -- folders without records -----------------------------------------------------
 
     def _orphan_dirs(self, snapshotter: containerd.Snapshotter) -> None:
-        base = os.path.join(snapshotter.root, "snapshots")
+        base = snapshotter.snapshots_root
         known = {str(r.id) for r in snapshotter.records.values()}
         try:
             names = sorted(os.listdir(base))
@@ -401,7 +401,7 @@ class _Auditor:
 
     def _images(self) -> None:
         for image in self.state.meta.images if self.state.meta else ():
-            chain = content.image_chain(self.state.root, image.target or "")
+            chain = content.image_chain(self.state.blobs, image.target or "")
             if chain:
                 self._image_chain(image, chain)
 
@@ -422,7 +422,7 @@ class _Auditor:
         record = snapshotter.records.get(snap.backend_key or "")
         if record is None:
             return "no snapshotter record"
-        if not os.path.isdir(snapshotter.contents(record.id)):
+        if not snapshotter.has_folder(record.id):
             return "folder missing"
         return "ok"
 

@@ -111,8 +111,8 @@ def where(scope: ContainerScope, position: int) -> str:
     layer = scope.layers[position]
     if layer.kind == "active":
         return "the container's own writable layer"
-    below = len(scope.layers) - position
-    text = f"image layer {below} of {len(scope.layers) - 1}"
+    # The same numbering as the pod view's layer tree: position from the top.
+    text = f"image layer #{position} (snapshot id {layer.id})"
     step = scope.build_step(position)
     if step and step.created_by:
         quoted = step.created_by.strip()
