@@ -273,6 +273,8 @@ def test_extraction_snapshot_left_by_an_interrupted_pull(node_state):
 
     leftover = findings(records, "layer.extraction-leftover")
     assert [f["layer"] for f in leftover] == ["extract-1700000000-abcd sha256:feed"]
+    # The key holds a space: pasted as is, ctr would take it for two keys.
+    assert "snapshots rm 'extract-1700000000-abcd sha256:feed'" in leftover[0]["hint"]
 
 
 def _add_lease(containerd, lease: str, snapshot: str, *, expire: str | None) -> None:

@@ -9,6 +9,7 @@ node, and a CSI volume is a real FUSE mount (fuse-overlayfs), as on a node.
 
 from __future__ import annotations
 
+import shlex
 import os
 import secrets
 import shutil
@@ -130,7 +131,7 @@ def test_volume_links_that_leave_the_volume_are_reported_and_never_followed(
         hop1["details"]["node_side"] == f"{KUBELET}/pods/{web.pod_uid}/volumes/"
         "kubernetes.io~empty-dir/outside"
     )
-    assert f"rm {base}/to-root" in escapes[f"{base}/to-root"]["hint"]
+    assert f"rm -- {shlex.quote(base + '/to-root')}" in escapes[f"{base}/to-root"]["hint"]
 
     # Nothing the links name was opened or stat'ed, and the detector would have seen it.
     assert touched(trace, FORBIDDEN) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import dataclasses
 from typing import Any
 
@@ -43,7 +44,8 @@ class ContainerScope:
 
     def ctr(self, *args: str) -> str:
         """Spell a ctr command against this node's containerd and namespace."""
-        return " ".join(["ctr", "-a", self.address, "-n", self.container.namespace, *args])
+        words = ["ctr", "-a", self.address, "-n", self.container.namespace, *args]
+        return " ".join(shlex.quote(word) for word in words)
 
     def layer_details(self, position: int) -> dict[str, Any]:
         layer = self.layers[position]

@@ -20,6 +20,7 @@ the layer store's lock.
 
 from __future__ import annotations
 
+import shlex
 import dataclasses
 import os
 import secrets
@@ -261,8 +262,10 @@ def _store_level(audit: _Auditor) -> Iterator[Problem]:
             details={"graphroot": graphroot, "real_path": shown},
             hint=(f"Current c/storage follows it, but runc rejected container roots "
                   f"below a symlink in older releases (containers/storage#165) and "
-                  f"tools that compare paths disagree. Prefer a bind mount "
-                  f"(`mount --bind {shown} {graphroot}` and an /etc/fstab line), or "
+                  f"tools that compare paths disagree. Prefer a bind mount: with CRI-O "
+                  f"and the kubelet stopped, `rm {shlex.quote(graphroot)} && mkdir "
+                  f"{shlex.quote(graphroot)} && mount --bind {shlex.quote(shown)} "
+                  f"{shlex.quote(graphroot)}` and an /etc/fstab line, or "
                   f"set the graphroot to {shown} in storage.conf and CRI-O's `root`."))
     yield from _separate_mount(audit)
 
@@ -514,7 +517,7 @@ def _unclaimed_links(audit: _Auditor) -> Iterator[Problem]:
         if name in audit.claims or name in audit.users or (folder and folder.has_diff):
             continue
         path = state.node_path("l", name)
-        command = f"rm {path}"
+        command = f"rm -- {shlex.quote(path)}"
         yield Problem(
             check="cstorage.link-dangling", identity=f"dangling:{name}:{text}",
             target=text, layer=target,
@@ -741,9 +744,11 @@ def _orphans(audit: _Auditor) -> Iterator[Problem]:
                     f"it. " + audit.tools.rebuild(f"The record of layer {layer_id}",
                                                   Breaks(layers=tuple(users))))
         else:
-            command = f"rm -rf {path}"
-            if folder.link in state.links:
-                command += f" {state.node_path('l', folder.link)}"
+            command = f"rm -rf -- {shlex.quote(path)}"
+            # Its short link goes too, but only when it points at this very folder:
+            # a copied folder's link file names the live layer's link.
+            if cstorage.target_layer(state.links.get(folder.link) or "") == layer_id:
+                command += f" {shlex.quote(state.node_path('l', folder.link))}"
             hint = (f"Nothing uses it. With CRI-O (and podman) stopped, remove it: "
                     f"`{command}`; `crio check --repair` removes unaccounted folders "
                     f"too.")

@@ -12,6 +12,7 @@ second, fresh read of both databases shows it too (:func:`audit`).
 
 from __future__ import annotations
 
+import shlex
 import dataclasses
 import datetime
 import os
@@ -107,7 +108,8 @@ class _Auditor:
     # -- helpers ---------------------------------------------------------------------
 
     def ctr(self, namespace: str, *args: str) -> str:
-        return " ".join(["ctr", "-a", self.install.address, "-n", namespace, *args])
+        words = ["ctr", "-a", self.install.address, "-n", namespace, *args]
+        return " ".join(shlex.quote(word) for word in words)
 
     def show(self, real: str) -> str:
         return self.scope.host.display(real)
@@ -256,7 +258,7 @@ class _Auditor:
 
     def _gc_trigger(self, namespace: str) -> str:
         create = self.ctr(namespace, "leases", "create")
-        return f"{self.ctr(namespace, 'leases', 'rm', '--sync')} $({create})"
+        return f"{self.ctr(namespace, 'leases', 'rm', '--sync')} \"$({create})\""
 
     # -- folders without records -----------------------------------------------------
 

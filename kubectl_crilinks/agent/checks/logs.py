@@ -23,6 +23,7 @@ opened or stat'ed. "Gone" is said only when every runtime store on the node was 
 
 from __future__ import annotations
 
+import shlex
 import dataclasses
 import logging
 import os
@@ -228,7 +229,7 @@ def _target_missing(
         )
     else:
         hint = (
-            f"The kubelet's cleanup should have removed it: `rm {link.node_path}`. "
+            f"The kubelet's cleanup should have removed it: `rm -- {shlex.quote(link.node_path)}`. "
             "Many of these point at a kubelet whose container GC is not running."
         )
     return _place(
@@ -303,10 +304,13 @@ def _link_missing(
         f"running container {known.name} of pod {known.namespace}/{known.pod} has "
         f"no log link: {link} is missing (it would point at {target})"
     )
+    by_hand = (f"or add the link by hand: `ln -s -- {shlex.quote(target)} "
+               f"{shlex.quote(link)}`" if current else
+               "and check why its log folder holds no log file yet")
     hint = (
         "Log shippers that read /var/log/containers never see this container. The "
         "kubelet links a container only when it starts it (kubernetes#59206): restart "
-        f"the container, or add the link by hand: `ln -s {target} {link}`."
+        f"the container, {by_hand}."
     )
     return scope.finding(
         "log.link-missing",

@@ -29,6 +29,7 @@ ever written.
 
 from __future__ import annotations
 
+import shlex
 import dataclasses
 import logging
 import os
@@ -338,12 +339,20 @@ def _symlink(
         f"{link} -> {target}; it really is {_facts(place)}{_mounts(link, agreement)}"
     )
     setting = "root/state (or the overlayfs snapshotter's root_path)"
+    config = f"set {setting} in {part.config or 'its config'} to {place.real_node}"
+    if link == part.node_path:
+        # The link is the storage folder itself: a bind mount can take its place.
+        quoted = shlex.quote(link)
+        replace = (f"with the kubelet and {part.runtime} stopped, replace the symlink "
+                   f"with a bind mount (`rm {quoted} && mkdir {quoted} && mount --bind "
+                   f"{shlex.quote(place.real_node)} {quoted}`, plus an fstab entry), or ")
+    else:
+        # A parent folder is the link: binding over it would hide all its siblings.
+        replace = (f"the link is {link}, a parent folder, so do not replace it; "
+                   f"instead ")
     hint = (
-        f"{part.runtime} does not support a symlinked storage path (containerd#5249). "
-        f"Replace the symlink with a bind mount "
-        f"(`rm {link} && mkdir {link} && mount --bind {place.real_node} {link}`, plus "
-        f"an fstab entry), or set {setting} in {part.config or 'its config'} to "
-        f"{place.real_node}; then restart {part.runtime}."
+        f"{part.runtime} does not support a symlinked storage path (containerd#5249): "
+        f"{replace}{config}; then restart {part.runtime}."
     )
     return scope.finding(
         "storage.root-symlink",

@@ -24,6 +24,7 @@ from the runtimes' labels and from the pod's log folder names.
 
 from __future__ import annotations
 
+import shlex
 import dataclasses
 import logging
 import os
@@ -232,7 +233,7 @@ def _escapes(
         "Whatever wrote it can steer a subPath mount or a node tool onto the node's "
         "files (CVE-2017-1002101, CVE-2021-25741; kubelets from 1.19.15, 1.20.11, "
         "1.21.5 and 1.22.2 on refuse it). Find the writer (`kubectl exec` into the "
-        f"pod's containers), then remove the link itself: `rm {node_path}` (not its "
+        f"pod's containers), then remove the link itself: `rm -- {shlex.quote(node_path)}` (not its "
         f"target)."
     )
     hops = [hop.as_dict() for hop in resolution.hops]
