@@ -1,7 +1,8 @@
 """Run the demo: a real containerd, a pod with broken links, one inspection.
 
 The node is private (see tests/rig/node.py): its /var/lib/containerd and friends are
-temporary folders, removed when the demo ends.
+temporary folders, removed when the demo ends. Arguments are passed on to
+``kubectl crilinks inspect`` (for example ``--severity info`` or ``-o json``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ LAYERS = [
 ]
 
 
-def main() -> int:
+def main(extra: list[str]) -> int:
     kubectl_crilinks = shutil.which("kubectl-crilinks", path=str(REPO / ".venv" / "bin"))
     if kubectl_crilinks is None:
         sys.exit("kubectl-crilinks is not installed in .venv: run scripts/install-venv.sh")
@@ -51,9 +52,14 @@ def main() -> int:
                            container_name="web", cmd=["/bin/sleep", "3600"])
             print("demo: pod default/demo runs; inspecting it:\n", file=sys.stderr)
             done = node.run([kubectl_crilinks, "inspect", "pod/demo", "-n", "default",
-                             "--local"], cwd=REPO)
+                             "--local", *extra], cwd=REPO)
+    if done.returncode == 1:
+        print("\ndemo: exit status 1 means findings at warning or above, as planted "
+              "in this demo (0: none, 3: something could not be inspected).\n"
+              "demo: try `bash scripts/demo.sh --severity info` or `-o json` for more.",
+              file=sys.stderr)
     return done.returncode
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
