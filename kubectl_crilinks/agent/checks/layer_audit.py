@@ -311,9 +311,9 @@ class _Auditor:
 
     def _stale_link(self, snapshotter, link: containerd.ParentLink, parent: Any) -> None:
         namespace = (parent.key if parent else link.child_key).split("/", 1)[0]
-        parent_key = parent.key if parent else f"id {link.parent_id}"
+        parent_key = parent.key if parent else "a parent with no record"
         self.add("layer.stale-child-index", f"{link.parent_id}/{link.child_id}",
-                 namespace=namespace, layer=parent_key,
+                 namespace=namespace, layer=parent.key if parent else None,
                  message=(f"the {snapshotter.name} snapshotter's parents index still "
                           f"lists child {link.child_key!r} (id {link.child_id}) under "
                           f"{parent_key} (id {link.parent_id}), but that child is gone: "
@@ -476,7 +476,10 @@ class _Auditor:
             return
         self.add("layer.mount-mismatch", container.id, namespace=container.namespace,
                  layer=chain.layers[0].key, path=mount.mount_point,
-                 message=(f"running container {container.id} is mounted with lower "
+                 message=(f"running container {container.id} is mounted on lower "
+                          f"folders that no longer exist: {missing}"
+                          if real == [self._real(d) for d in expected] else
+                          f"running container {container.id} is mounted with lower "
                           f"folders {lowers} but its chain says {expected}"
                           + (f"; missing now: {missing}" if missing else "")),
                  hint=("The running container reads layers its metadata no longer "
