@@ -273,3 +273,19 @@ def test_a_spent_time_budget_gives_a_partial_report_that_says_what_was_not_read(
     assert summary["complete"] is False
     assert any("web-1" in item for item in summary["not_read"])
     assert summary["error"] is None
+
+
+def test_the_native_snapshotter_is_read_from_the_container_copy(containerd, tmp_path):
+    tar = build_image(tmp_path / "image", "example.com/broken:1", BROKEN_LAYERS)
+    containerd.ctr("images", "import", "--snapshotter", "native", str(tar))
+    containerd.run("example.com/broken:1", "nat-1", pod="web", pod_namespace="shop",
+                   container_name="app", cmd=SLEEP, extra_args=("--snapshotter", "native"))
+
+    records = run_agent(containerd.node, "--pod", "web", "--namespace", "shop")
+
+    target = of_kind(records, "target")[0]
+    assert target["snapshotter"] == "native"
+    assert target["layers"][0]["dir"].startswith(
+        "/var/lib/containerd/io.containerd.snapshotter.v1.native/snapshots/")
+    found = findings_by_path(records)
+    assert {path: f["check"] for path, f in found.items()} == EXPECTED
