@@ -2,7 +2,9 @@
 
 Every message says what was attempted, on which object, and what to do next; the
 command line prints the message alone (no traceback) and exits with ``exit_code``.
-Bugs are not among these classes: a broken invariant is an ``assert``.
+Bugs are not among these classes: a broken invariant is an ``assert``, and anything
+else that escapes a command ends it with :data:`EXIT_INTERNAL` and a request to report
+it, so that a bug never reads as "findings" (1) or "not inspected" (3).
 
     CrilinksError               exit 3 unless a subclass says otherwise
     ├── UsageError              exit 2: the command line asks for the impossible
@@ -25,8 +27,24 @@ EXIT_OK: Final = 0
 EXIT_FINDINGS: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_NOT_INSPECTED: Final = 3
+EXIT_INTERNAL: Final = 4
+EXIT_BROKEN_PIPE: Final = 141
 EXIT_SIGINT: Final = 130
 EXIT_SIGTERM: Final = 143
+
+EXIT_CODES: Final = (
+    (EXIT_OK, "nothing at or above --fail-on was found"),
+    (EXIT_FINDINGS, "something at or above --fail-on was found"),
+    (EXIT_USAGE, "usage error: the command line asks for the impossible"),
+    (EXIT_NOT_INSPECTED, "a target could not be inspected (the report says why)"),
+    (EXIT_INTERNAL, "internal error: a bug in kubectl-crilinks (please report it)"),
+    (EXIT_SIGINT, "interrupted by SIGINT (Ctrl-C); the debug pods are removed first"),
+    (EXIT_SIGTERM, "interrupted by SIGTERM; the debug pods are removed first"),
+    (EXIT_BROKEN_PIPE, "the output was closed early (a pipe to head, say)"),
+)
+"""Every exit status and its meaning, as ``--help`` and the README document them."""
+
+ISSUES_URL: Final = "https://github.com/kubectl-crilinks/kubectl-crilinks/issues"
 
 
 class CrilinksError(Exception):

@@ -8,7 +8,9 @@ swallowed the exception (the Kubernetes client wraps a ``KeyboardInterrupt`` rai
 while it opens a websocket into an ``ApiException``).
 
 While cleanup runs, :func:`deferred` keeps a second Ctrl-C from cutting the delete
-request short; the signal is remembered and re-raised when cleanup is over.
+request short; the signal is remembered and re-raised when cleanup is over. Python
+runs signal handlers in the main thread only, so deferring concerns the main thread:
+in a worker thread :func:`deferred` does nothing (no signal can interrupt it there).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -72,6 +75,9 @@ def deferred() -> Iterator[None]:
     Only effective inside :func:`handled`; outside it the default handlers stay.
     """
     global _deferring, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     outer = _deferring
     _deferring = True
     try:

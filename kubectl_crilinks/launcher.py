@@ -21,7 +21,14 @@ RBAC refuse it before anything exists. Once created, it is deleted when the bloc
 on success, on failure, on Ctrl-C and on SIGTERM (see
 :mod:`kubectl_crilinks.interrupts`).
 ``activeDeadlineSeconds`` is the dead-man switch for the case where the plugin itself
-dies before it can delete it.
+dies before it can delete it, and ``kubectl crilinks cleanup`` finds what is left by
+the label and the ``created-by`` annotation.
+
+Several nodes are inspected at once (:func:`across_nodes`, ``--parallel``), each in a
+worker thread of its own with its own API client. Signals arrive in the main thread
+only: on Ctrl-C or SIGTERM it stops the workers (:class:`Fleet`), deletes every debug
+pod that exists or is being created, and waits a moment for the workers to finish
+their own cleanup. A failure on one node never reaches the others.
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ import logging
 import math
 import re
 import secrets
+import threading
 import time
-from collections.abc import Iterator
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, Protocol, TypeVar
 
 from kubectl_crilinks import __version__, interrupts
 from kubectl_crilinks.agent import bundle
@@ -54,6 +62,9 @@ MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "kubectl-crilinks"
 NODE_ANNOTATION: Final = "crilinks.kubectl.io/node"
 VERSION_ANNOTATION: Final = "crilinks.kubectl.io/version"
+CREATED_BY_ANNOTATION: Final = "crilinks.kubectl.io/created-by"
+"""Who started the debug pod, as the API server knows them (SelfSubjectReview), so
+that ``cleanup`` removes a user's own leftovers and spares a colleague's inspection."""
 
 CONTAINER: Final = "agent"
 HOST_MOUNT: Final = "/host"
@@ -63,7 +74,16 @@ TERMINATION_GRACE_SECONDS: Final = 2
 """The sleeper exits on SIGTERM at once; the kubelet need not wait for it."""
 
 AGENT_GRACE: Final = 30.0
-"""Seconds an agent run may take past its time budget: start-up, the last records."""
+"""Seconds an agent run may take past its time budget at most: start-up, the last
+records. Short budgets get a proportional grace (:func:`agent_grace`)."""
+MIN_AGENT_GRACE: Final = 5.0
+
+DEFAULT_PARALLEL: Final = 5
+"""Nodes inspected at once: each costs one debug pod and one exec stream."""
+
+STOP_GRACE: Final = 10.0
+"""Seconds the main thread waits, after an interrupt, for debug pods whose creation
+was under way to be deleted by their workers."""
 
 DEADLINE_MARGIN: Final = 60.0
 DELETE_TIMEOUT: Final = 15.0
@@ -72,12 +92,18 @@ WATCH_WINDOW: Final = 30.0
 """Seconds one watch may stay open before the pod is read again (a stalled watch,
 for example behind a proxy, then costs at most this long)."""
 
+DEFAULT_MEMORY: Final = "256Mi"
+"""The debug pod's memory limit (``--agent-memory``): the agent keeps the metadata of
+every snapshot in memory, so a node with very many images may need more."""
+
 RESOURCES: Final = {
     # Small requests so the kubelet admits the pod on a node whose allocatable is
     # nearly used up; the limits bound what an inspection can take from the node.
     "requests": {"cpu": "50m", "memory": "64Mi"},
-    "limits": {"cpu": "1", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": DEFAULT_MEMORY},
 }
+
+_QUANTITY: Final = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 
 PULL_FAILURES: Final = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -108,12 +134,37 @@ class PodApi(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """How debug pods are made: ``--agent-namespace``, ``--image`` and ``--timeout``."""
+    """How debug pods are made: ``--agent-namespace``, ``--image``, ``--timeout``,
+    ``--agent-memory``, and who makes them."""
 
     namespace: str = DEFAULT_AGENT_NAMESPACE
     image: str = DEFAULT_IMAGE
     timeout: float = DEFAULT_TIMEOUT
     """Seconds the pod may take to start, and the agent's time budget for each pod."""
+    memory: str = DEFAULT_MEMORY
+    created_by: str | None = None
+
+    @property
+    def critical(self) -> bool:
+        """Tell whether the pod gets a critical priority (admitted under pressure)."""
+        return self.namespace == "kube-system"
+
+
+def check_memory(quantity: str) -> str:
+    """Return a memory quantity (``512Mi``, ``1Gi``) or raise naming the flag."""
+    from kubectl_crilinks.errors import UsageError
+
+    if not _QUANTITY.match(quantity):
+        raise UsageError(
+            f"--agent-memory {quantity!r} is not a memory quantity: give e.g. 512Mi "
+            "or 1Gi"
+        )
+    return quantity
+
+
+def agent_grace(settings: Settings) -> float:
+    """Return how long an agent run may last past its time budget."""
+    return max(MIN_AGENT_GRACE, min(AGENT_GRACE, settings.timeout))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +190,9 @@ def debug_pod_name(node: str, *, suffix: str | None = None) -> str:
 def active_deadline(settings: Settings, *, runs: int) -> int:
     """Return the pod's lifetime: its start, then ``runs`` agent runs, then a margin."""
     return math.ceil(
-        settings.timeout + runs * (settings.timeout + AGENT_GRACE) + DEADLINE_MARGIN
+        settings.timeout
+        + runs * (settings.timeout + agent_grace(settings))
+        + DEADLINE_MARGIN
     )
 
 
@@ -179,13 +232,19 @@ def pod_manifest(
                         "recursiveReadOnly": "IfPossible",
                     }
                 ],
-                "resources": RESOURCES,
+                "resources": {
+                    "requests": dict(RESOURCES["requests"]),
+                    "limits": {**RESOURCES["limits"], "memory": settings.memory},
+                },
                 "terminationMessagePolicy": "File",
             }
         ],
     }
-    if settings.namespace == "kube-system":
+    if settings.critical:
         spec["priorityClassName"] = CRITICAL_PRIORITY_CLASS
+    annotations = {NODE_ANNOTATION: node, VERSION_ANNOTATION: __version__}
+    if settings.created_by:
+        annotations[CREATED_BY_ANNOTATION] = settings.created_by
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -193,15 +252,68 @@ def pod_manifest(
             "name": name,
             "namespace": settings.namespace,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY},
-            "annotations": {NODE_ANNOTATION: node, VERSION_ANNOTATION: __version__},
+            "annotations": annotations,
         },
         "spec": spec,
     }
 
 
+class Stopped(DebugPodError):
+    """Raised in a worker when the command was interrupted: it stops what it does."""
+
+
+class Fleet:
+    """The debug pods that exist or are being created, so an interrupt removes all.
+
+    Workers register a pod before they create it and forget it once deleted; the
+    main thread calls :meth:`stop` on Ctrl-C or SIGTERM, then :meth:`settle` waits
+    only for the pods whose creation may still be under way (the delete found no
+    pod): their workers delete them as soon as the create returns.
+    """
+
+    def __init__(self, api: PodApi) -> None:
+        self._api = api
+        self._pods: dict[tuple[str, str], DebugPod] = {}
+        self._changed = threading.Condition()
+        self.stopping = threading.Event()
+
+    def add(self, pod: DebugPod) -> None:
+        with self._changed:
+            self._pods[(pod.namespace, pod.name)] = pod
+
+    def discard(self, pod: DebugPod) -> None:
+        with self._changed:
+            self._pods.pop((pod.namespace, pod.name), None)
+            self._changed.notify_all()
+
+    def settle(self, timeout: float) -> None:
+        """Wait until no pod may still appear (or ``timeout`` seconds pass)."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._pods, timeout=timeout)
+
+    def check(self) -> None:
+        """Raise Stopped in a worker once the command is being interrupted."""
+        if self.stopping.is_set():
+            raise Stopped("interrupted: the inspection of this node was stopped")
+
+    def stop(self) -> None:
+        """Stop the workers and delete every debug pod (run in the main thread)."""
+        self.stopping.set()
+        with self._changed:
+            pods = list(self._pods.values())
+        for pod in pods:
+            if remove(self._api, pod=pod) is not False:
+                self.discard(pod)  # gone, or warned about: nothing to wait for
+
+
 @contextlib.contextmanager
 def debug_pod(
-    api: PodApi, *, node: str, settings: Settings, runs: int = 1
+    api: PodApi,
+    *,
+    node: str,
+    settings: Settings,
+    runs: int = 1,
+    fleet: Fleet | None = None,
 ) -> Iterator[DebugPod]:
     """Start a debug pod on ``node``, wait until it runs, yield it, always delete it."""
     pod = DebugPod(
@@ -216,19 +328,30 @@ def debug_pod(
     api.create_pod(manifest=manifest, dry_run=True)
 
     # From here on the pod may exist, even if the create call itself is interrupted.
+    if fleet is not None:
+        fleet.check()
+        fleet.add(pod)
     try:
         api.create_pod(manifest=manifest, dry_run=False)
-        wait_running(api, pod=pod, timeout=settings.timeout)
+        if fleet is not None:
+            fleet.check()
+        wait_running(api, pod=pod, timeout=settings.timeout, fleet=fleet)
         yield pod
     finally:
         remove(api, pod=pod)
+        if fleet is not None:
+            fleet.discard(pod)
 
 
-def remove(api: PodApi, *, pod: DebugPod) -> None:
-    """Delete the debug pod; a failure warns with the command that finishes it."""
+def remove(api: PodApi, *, pod: DebugPod) -> bool | None:
+    """Delete the debug pod; a failure warns with the command that finishes it.
+
+    Returns True once deleted, False when there was no such pod (yet), None when the
+    delete failed (after the warning).
+    """
     with interrupts.deferred():
         try:
-            api.delete_pod(
+            return api.delete_pod(
                 name=pod.name, namespace=pod.namespace, timeout=DELETE_TIMEOUT
             )
         except CrilinksError as exc:
@@ -241,9 +364,12 @@ def remove(api: PodApi, *, pod: DebugPod) -> None:
                 pod.name,
                 pod.namespace,
             )
+            return None
 
 
-def wait_running(api: PodApi, *, pod: DebugPod, timeout: float) -> None:
+def wait_running(
+    api: PodApi, *, pod: DebugPod, timeout: float, fleet: Fleet | None = None
+) -> None:
     """Return once the pod's container runs; raise at the first sign it never will."""
     deadline = time.monotonic() + timeout
     last = "not seen yet"
@@ -260,6 +386,8 @@ def wait_running(api: PodApi, *, pod: DebugPod, timeout: float) -> None:
         last = describe(current)
 
         # Watch for changes until the deadline; a watch may end early, so read again.
+        if fleet is not None:
+            fleet.check()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
@@ -268,6 +396,10 @@ def wait_running(api: PodApi, *, pod: DebugPod, timeout: float) -> None:
         for event in api.watch_pod(
             name=pod.name, namespace=pod.namespace, timeout=window
         ):
+            if fleet is not None:
+                fleet.check()
+            if event.get("type") == "DELETED":
+                break  # read it again: gone, or a new pod of the same name
             if event.get("type") in ("ADDED", "MODIFIED") and started(
                 event["object"], pod=pod
             ):
@@ -335,9 +467,16 @@ def _raise_if_container_failed(
 def _raise_if_pod_failed(status: dict[str, Any], *, pod: DebugPod, where: str) -> None:
     """Raise when the pod as a whole was refused by its node or cannot be placed."""
     phase = status.get("phase")
+    parts = (status.get("reason"), (status.get("message") or "").strip())
+    detail = ": ".join(x for x in parts if x) or phase
+    if phase == "Failed" and status.get("reason") == "Evicted":
+        raise DebugPodError(
+            f"the kubelet of node {pod.node!r} refused {where} ({detail}): a node "
+            "under disk or PID pressure admits only critical pods; use "
+            "--agent-namespace kube-system (the debug pod is critical there), or "
+            f"{_by_hand(pod.node)}"
+        )
     if phase in ("Failed", "Succeeded"):
-        parts = (status.get("reason"), status.get("message"))
-        detail = ": ".join(x for x in parts if x) or phase
         raise DebugPodError(
             f"{where} ended before the agent ran ({detail}); a node under pressure, or "
             "short of CPU or memory, refuses new pods: check it with: kubectl "
@@ -354,6 +493,30 @@ def _raise_if_pod_failed(status: dict[str, Any], *, pod: DebugPod, where: str) -
             )
 
 
+def _by_hand(node: str) -> str:
+    from kubectl_crilinks.nodes import by_hand
+
+    return by_hand(node)
+
+
+def killed_for_memory(current: dict[str, Any] | None) -> str | None:
+    """Return how the debug container was OOMKilled, from the pod, if it was.
+
+    On cgroup v2 the kubelet makes the kernel kill the whole container when one of
+    its processes runs out of memory, and the container shows ``OOMKilled``; on
+    cgroup v1 only the biggest process (the agent) dies and the container runs on,
+    so the caller also reads the agent's exit code 137 as a memory kill.
+    """
+    for container in ((current or {}).get("status") or {}).get(
+        "containerStatuses"
+    ) or []:
+        for state in (container.get("state") or {}, container.get("lastState") or {}):
+            terminated = state.get("terminated") or {}
+            if terminated.get("reason") == "OOMKilled":
+                return _terminated(terminated)
+    return None
+
+
 def describe(manifest: dict[str, Any]) -> str:
     """Say in a few words where a pod is in its start: phase and container state."""
     status = manifest.get("status") or {}
@@ -363,6 +526,57 @@ def describe(manifest: dict[str, Any]) -> str:
         if waiting.get("reason"):
             words.append(str(waiting["reason"]))
     return ", ".join(words)
+
+
+T = TypeVar("T")
+
+
+def across_nodes(
+    items: Sequence[T],
+    work: Callable[[T], None],
+    *,
+    parallel: int,
+    fleet: Fleet,
+) -> None:
+    """Call ``work(item)`` for each item, ``parallel`` at a time, in worker threads.
+
+    ``work`` must record its own failures: an exception escaping it is a bug, and
+    ends only that worker's item. On Ctrl-C or SIGTERM (a KeyboardInterrupt in this,
+    the main thread) the fleet is stopped and its pods deleted before re-raising; a
+    worker that meets an error every node would meet sets ``fleet.stopping``, and the
+    same happens without the re-raise, so that no one waits for the other nodes.
+    """
+    pending = list(items)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while not fleet.stopping.is_set():
+            with lock:
+                if not pending:
+                    return
+                item = pending.pop(0)
+            work(item)
+
+    threads = [
+        threading.Thread(target=worker, name=f"crilinks-node-{index}", daemon=True)
+        for index in range(max(1, min(parallel, len(pending))))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(thread.is_alive() for thread in threads):
+            if fleet.stopping.is_set():
+                break
+            next(t for t in threads if t.is_alive()).join(timeout=0.2)
+    except KeyboardInterrupt:
+        with interrupts.deferred():
+            fleet.stop()
+            fleet.settle(STOP_GRACE)
+        raise
+    if fleet.stopping.is_set():
+        with interrupts.deferred():
+            fleet.stop()
+            fleet.settle(STOP_GRACE)
 
 
 def _terminated(state: dict[str, Any]) -> str:

@@ -1,10 +1,15 @@
-"""Print a report: a table for people, JSON for scripts, JSON lines as records arrive.
+"""Print a report: a table for people, JSON or YAML for scripts, JSON lines live.
 
 Renderers print and never judge: what is shown, in which order and with which exit
 status is decided by :mod:`kubectl_crilinks.report`. Live output (``-o jsonl`` and the
 progress line on a terminal's stderr) is fed record by record through
 :class:`JsonLines` and :class:`Progress` while the agents work; the finished report is
-printed once by :func:`table` or :func:`json_document`.
+printed once by :func:`table`, :func:`json_document` or :func:`yaml_document`.
+
+The table groups findings by node, then pod and container, the worst group first
+(:func:`kubectl_crilinks.report.grouped`). ``-o wide`` adds the layer and link-target
+columns and every container's layer chain. Severities are coloured when stdout is a
+terminal and ``NO_COLOR`` is not set (https://no-color.org).
 
 Paths come from the nodes' disks and may hold bytes that are not UTF-8 (the agent
 keeps them as surrogate escapes); they are shown with backslash escapes, never allowed
@@ -14,14 +19,26 @@ to break the output.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TextIO
 
 from kubectl_crilinks.agent.records import SEVERITIES, Emitter, write_jsonl
-from kubectl_crilinks.report import INSPECTED, NOT_INSPECTED, Record, Report, shown
+from kubectl_crilinks.report import (
+    INSPECTED,
+    NOT_INSPECTED,
+    Record,
+    Report,
+    grouped,
+    shown,
+)
 
-OUTPUTS: Final = ("table", "json", "jsonl")
+OUTPUTS: Final = ("table", "wide", "json", "yaml", "jsonl")
+COLOURS: Final = {"error": "31", "warning": "33", "info": "36", NOT_INSPECTED: "31"}
+"""ANSI colours: red, yellow, cyan."""
 DETAILS_WIDTH: Final = 72
 """Columns the message, hop chain and hint wrap at when stdout is a terminal."""
 
@@ -29,6 +46,19 @@ DETAILS_WIDTH: Final = 72
 _CONTROL: Final = {
     code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))
 }
+
+
+def use_colour(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Tell whether to colour: a terminal, and ``NO_COLOR`` unset or empty."""
+    env = os.environ if environ is None else environ
+    isatty = getattr(stream, "isatty", lambda: False)
+    return bool(isatty()) and not env.get("NO_COLOR")
+
+
+def paint(text: str, key: str, *, colour: bool) -> str:
+    """Wrap ``text`` in the ANSI colour for ``key`` (a severity) when asked to."""
+    code = COLOURS.get(key)
+    return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
 
 
 def clean(value: Any) -> str:
@@ -63,20 +93,39 @@ class Glyphs:
 
 
 def table(
-    report: Report, *, severity: str, out: TextIO, width: int | None = None
+    report: Report,
+    *,
+    severity: str,
+    out: TextIO,
+    width: int | None = None,
+    wide: bool = False,
+    colour: bool = False,
 ) -> None:
-    """Print targets, layer chains, findings (worst first) and a closing summary."""
+    """Print targets, findings (grouped, worst first) and a closing summary.
+
+    Layer chains are drawn for every container with ``wide``, else only for the
+    containers whose shown findings name a layer.
+    """
     glyphs = Glyphs(out)
-    sections = [_targets(report)]
+    visible = grouped(report.visible(severity))
+    sections = [_targets(report, colour=colour)]
     sections += [
-        _layers(target, glyphs) for target in report.targets if target.get("layers")
+        _layers(target, glyphs)
+        for target in report.targets
+        if target.get("layers") and (wide or _has_layer_finding(target, visible))
     ]
-    sections.append(_findings(report.visible(severity), glyphs, width=width))
+    sections.append(_findings(visible, glyphs, width=width, wide=wide, colour=colour))
     sections.append(_closing(report, severity=severity))
     out.write("\n\n".join(section for section in sections if section) + "\n")
 
 
+def _has_layer_finding(target: Record, findings: Sequence[Record]) -> bool:
+    return any(_same_container(f, target) and f.get("layer") for f in findings)
+
+
 def _address(record: Record) -> str:
+    if not record.get("pod") and not record.get("container"):
+        return "(node)"
     return "/".join(clean(record.get(key)) for key in ("namespace", "pod", "container"))
 
 
@@ -88,7 +137,7 @@ def _counts(findings: Sequence[Record]) -> str:
     )
 
 
-def _targets(report: Report) -> str:
+def _targets(report: Report, *, colour: bool = False) -> str:
     from tabulate import tabulate
 
     def rank(target: Record) -> tuple[int, int]:
@@ -104,7 +153,9 @@ def _targets(report: Report) -> str:
                 clean(target.get("node")),
                 _address(target),
                 clean(target.get("runtime")),
-                status if status == INSPECTED else "NOT INSPECTED (why: below)",
+                status
+                if status == INSPECTED
+                else paint("NOT INSPECTED (why: below)", NOT_INSPECTED, colour=colour),
                 _counts(mine) if status == INSPECTED else "-",
             ]
         )
@@ -164,33 +215,38 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-def _findings(findings: Sequence[Record], glyphs: Glyphs, *, width: int | None) -> str:
+def _findings(
+    findings: Sequence[Record],
+    glyphs: Glyphs,
+    *,
+    width: int | None,
+    wide: bool = False,
+    colour: bool = False,
+) -> str:
+    """Tabulate findings: node and pod columns, then what is wrong and where."""
     from tabulate import tabulate
 
     if not findings:
         return ""
-    rows = [
-        [
-            finding["severity"],
+    headers = ["SEVERITY", "CHECK", "NODE", "NAMESPACE/POD/CONTAINER", "PATH"]
+    headers += ["LAYER", "TARGET", "DETAILS"] if wide else ["LAYER", "DETAILS"]
+    rows = []
+    for finding in findings:
+        row = [
+            paint(finding["severity"], finding["severity"], colour=colour),
             finding["check"],
+            clean(finding.get("node")),
             _address(finding),
             clean(finding.get("path")),
             _layer_cell(finding),
-            _details_cell(finding, glyphs),
         ]
-        for finding in findings
-    ]
-    widths = [None, None, None, None, None, width] if width else None
+        if wide:
+            row.append(clean(finding.get("target")))
+        rows.append([*row, _details_cell(finding, glyphs)])
+    widths = [None] * (len(headers) - 1) + [width] if width else None
     return tabulate(
         rows,
-        headers=[
-            "SEVERITY",
-            "CHECK",
-            "NAMESPACE/POD/CONTAINER",
-            "PATH",
-            "LAYER",
-            "DETAILS",
-        ],
+        headers=headers,
         tablefmt="simple",
         maxcolwidths=widths,
         disable_numparse=True,
@@ -222,22 +278,35 @@ def _details_cell(finding: Record, glyphs: Glyphs) -> str:
     return "\n".join(lines)
 
 
+def _inspected(targets: Sequence[Record]) -> str:
+    """Say what was inspected: containers, and nodes audited as a whole."""
+    done = [t for t in targets if t["status"] == INSPECTED]
+    containers = sum(1 for t in done if t.get("container"))
+    nodes = len({t.get("node") for t in done if not t.get("pod")})
+    parts = [f"{containers} inspected container(s)"] if containers or not nodes else []
+    parts += [f"the node-wide audit of {nodes} node(s)"] if nodes else []
+    return " and ".join(parts) if done else ""
+
+
 def _closing(report: Report, *, severity: str) -> str:
     """Say in one or two lines what was found, what is hidden and what is missing."""
     summary = report.summary
-    inspected = summary["targets"][INSPECTED]
+    scope = _inspected(report.targets)
     visible = report.visible(severity)
     hidden = len(report.findings) - len(visible)
     if report.findings:
-        line = (
-            f"Found {_counts(report.findings)} in {inspected} inspected container(s)."
-        )
-    elif inspected:
-        line = f"OK: no link problems found in {inspected} inspected container(s)."
+        line = f"Found {_counts(report.findings)} in {scope}."
+    elif scope:
+        line = f"OK: no link problems found in {scope}."
     else:
         line = "No container was inspected."
     if hidden:
         line += f" {hidden} below {severity} not shown (see them with --severity info)."
+    suppressed = summary.get("suppressed") or {}
+    flags = {"checks": "--checks", "ignored": "--ignore", "baseline": "--baseline"}
+    taken = [f"{n} by {flags[key]}" for key, n in suppressed.items() if n]
+    if taken:
+        line += f" Left out: {', '.join(taken)}."
     lines = [line]
     reasons = []
     for target in report.targets:
@@ -251,6 +320,10 @@ def _closing(report: Report, *, severity: str) -> str:
         f"NOT COMPLETE: {clean(error)}"
         for error in summary["errors"]
         if error not in reasons
+    ]
+    lines += [
+        f"INTERNAL ERROR: {clean(error)}"
+        for error in summary.get("internal_errors", [])
     ]
     if summary["not_read"]:
         lines.append(
@@ -274,6 +347,51 @@ def json_document(report: Report, *, severity: str, out: TextIO) -> None:
         default=str,
     )
     out.write("\n")
+
+
+def print_report(
+    result: Report,
+    *,
+    output: str,
+    severity: str,
+    out: TextIO,
+    live: JsonLines | None = None,
+) -> None:
+    """Print a finished report in the chosen ``-o`` format (JSON lines: its end)."""
+    if live is not None:
+        live.finish(result)
+    elif output == "json":
+        json_document(result, severity=severity, out=out)
+    elif output == "yaml":
+        yaml_document(result, severity=severity, out=out)
+    else:
+        terminal = bool(getattr(out, "isatty", lambda: False)())
+        table(
+            result,
+            severity=severity,
+            out=out,
+            width=DETAILS_WIDTH if terminal else None,
+            wide=output == "wide",
+            colour=use_colour(out),
+        )
+
+
+def yaml_document(report: Report, *, severity: str, out: TextIO) -> None:
+    """Print the ``crilinks/v1`` Report document as YAML (the JSON document's data).
+
+    Strings that are not plain ASCII are double-quoted with escapes, as in the JSON
+    output, so a hostile path cannot break the document or the terminal.
+    """
+    import yaml
+
+    # A round trip through JSON turns paths that hold undecodable bytes (surrogate
+    # escapes) into \uXXXX text, the same value the JSON output carries.
+    document = json.loads(
+        json.dumps(report.document(severity=severity), ensure_ascii=True, default=str)
+    )
+    yaml.safe_dump(
+        document, out, sort_keys=False, allow_unicode=False, default_flow_style=False
+    )
 
 
 class JsonLines:
@@ -302,40 +420,82 @@ class JsonLines:
 
 
 class Progress:
-    """One status line on stderr while agents work; silent unless it is a terminal."""
+    """One status line on stderr while agents work: per node, what was walked.
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    Silent unless the stream is a terminal and ``quiet`` is off. Worker threads
+    report at once, so every change takes a lock and redraws the whole line.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False) -> None:
         self._stream = stream if stream is not None else sys.stderr
-        self.enabled = bool(getattr(self._stream, "isatty", lambda: False)())
+        isatty = getattr(self._stream, "isatty", lambda: False)
+        self.enabled = bool(isatty()) and not quiet
         self._shown = False
+        self._lock = threading.Lock()
+        self._nodes: dict[str, str] = {}
+        self._layers: dict[str, int] = {}
+        self._total = 0
+        self._done = 0
+
+    def expect(self, nodes: int) -> None:
+        """Say how many nodes the command will visit."""
+        self._total = nodes
+
+    def node(self, node: str, text: str) -> None:
+        """Show what happens on ``node`` now."""
+        with self._lock:
+            self._nodes[node] = text
+            self._draw()
+
+    def finished(self, node: str) -> None:
+        """Drop a node from the line once its work is over."""
+        with self._lock:
+            self._nodes.pop(node, None)
+            self._done += 1
+            self._draw()
 
     def status(self, text: str) -> None:
+        """Show one line of text (a single-node run, or the local agent)."""
+        with self._lock:
+            self._write(text)
+
+    def __call__(self, kind: str, record: Record) -> None:
+        node = clean(record.get("node"))
+        if kind == "target":
+            with self._lock:
+                self._layers[node] = self._layers.get(node, 0) + len(
+                    record.get("layers") or []
+                )
+        if kind != "progress":
+            return
+        walked = [
+            f"{record.get(key, 0)} {label}"
+            for key, label in (("containers", "containers"), ("entries", "files"))
+        ]
+        walked.append(f"{self._layers.get(node, 0)} layers")
+        self.node(node, f"{', '.join(walked)}, {record.get('elapsed', 0):.0f}s")
+
+    def _draw(self) -> None:
+        if not self._nodes:
+            return
+        head = f"[{self._done}/{self._total} nodes done] " if self._total > 1 else ""
+        parts = [f"{node}: {text}" for node, text in self._nodes.items()]
+        self._write(head + " | ".join(parts))
+
+    def _write(self, text: str) -> None:
         if not self.enabled:
             return
-        self._stream.write("\r\x1b[K" + clean(text)[:200])
+        columns = shutil.get_terminal_size((100, 20)).columns - 1
+        self._stream.write("\r\x1b[K" + clean(text)[:columns])
         self._stream.flush()
         self._shown = True
 
-    def __call__(self, kind: str, record: Record) -> None:
-        if kind == "progress":
-            where = "/".join(
-                clean(record.get(k)) for k in ("node", "container") if record.get(k)
-            )
-            counters = ", ".join(
-                f"{value} {key}"
-                for key, value in record.items()
-                if key not in ("node", "container", "elapsed")
-                and isinstance(value, int)
-            )
-            self.status(
-                f"inspecting {where}: {counters}, {record.get('elapsed', 0):.0f}s"
-            )
-
     def clear(self) -> None:
-        if self._shown:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-            self._shown = False
+        with self._lock:
+            if self._shown:
+                self._stream.write("\r\x1b[K")
+                self._stream.flush()
+                self._shown = False
 
 
 def fan_out(

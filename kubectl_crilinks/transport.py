@@ -10,6 +10,12 @@ A stream that ends without the agent's summary is never taken for a complete rep
 :class:`AgentRun` keeps what arrived, and :func:`run_agent` raises an
 :class:`~kubectl_crilinks.errors.AgentError` that says how far the records got.
 
+An agent killed with SIGKILL (exit code 137) ran out of memory in nearly every case:
+on cgroup v1 the kernel's OOM killer takes the biggest process of the debug container
+(the agent) and leaves the container running; on cgroup v2 the whole container dies
+and shows ``OOMKilled``. Either way the error names the memory limit and the
+``--agent-memory`` flag that raises it.
+
 Each run opens its own ``ApiClient``, because the client's ``stream()`` swaps the
 ``call_api`` of the client it is given for the duration of the call.
 """
@@ -28,7 +34,7 @@ from kubectl_crilinks import interrupts
 from kubectl_crilinks.agent.records import StreamError, StreamReader, dumps
 from kubectl_crilinks.errors import AgentError
 from kubectl_crilinks.kubeconfig import Connection
-from kubectl_crilinks.launcher import DebugPod
+from kubectl_crilinks.launcher import DebugPod, Fleet, killed_for_memory
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ STDERR_KEEP: Final = 16 * 1024
 
 TOO_OLD: Final = re.compile(r"crilinks-agent: python (\d+\.\d+) is too old")
 EXIT_TOO_OLD: Final = 3
+EXIT_KILLED: Final = 137
+"""128 + SIGKILL: how a process killed by the OOM killer (or kill -9) exits."""
 
 Record = dict[str, Any]
 
@@ -111,12 +119,17 @@ def run_agent(
     on_record: Callable[[Record], None],
     timeout: float,
     where: str,
+    memory: str = "256Mi",
+    fleet: Fleet | None = None,
+    read_pod: Callable[[], dict[str, Any] | None] | None = None,
 ) -> AgentRun:
     """Exec the agent in ``pod`` and feed its records to ``on_record`` as they arrive.
 
-    ``timeout`` bounds the whole run; ``where`` names the inspected object in errors.
-    Returns the run with the agent's summary; raises AgentError when the agent failed,
-    was too old, or its stream ended before its summary.
+    ``timeout`` bounds the whole run; ``where`` names the inspected object in errors;
+    ``memory`` is the debug pod's limit, named when the agent is killed for memory,
+    and ``read_pod`` reads the debug pod to see whether it was OOMKilled. Returns the
+    run with the agent's summary; raises AgentError when the agent failed, was too
+    old, was killed, or its stream ended before its summary.
     """
     from kubectl_crilinks.agent import bundle
 
@@ -125,7 +138,12 @@ def run_agent(
     socket = _open(connection, pod=pod, command=bundle.exec_command(args), where=where)
     try:
         _pump(
-            socket, feed=feed, run=run, deadline=time.monotonic() + timeout, where=where
+            socket,
+            feed=feed,
+            run=run,
+            deadline=time.monotonic() + timeout,
+            where=where,
+            fleet=fleet,
         )
         run.exit_code = _exit_code(socket)
     finally:
@@ -133,6 +151,10 @@ def run_agent(
     run.records = feed.reader.last_seq
 
     _raise_for_exit(run, pod=pod, where=where)
+    if run.exit_code in (EXIT_KILLED, None) and feed.reader.summary is None:
+        oom = killed_for_memory(read_pod() if read_pod else None)
+        if oom or run.exit_code == EXIT_KILLED:
+            raise AgentError(_killed(run, where=where, memory=memory, oom=oom))
     run.summary = feed.finish(missing=_missing_note(run))
     if run.exit_code not in (0, None):
         logger.info(
@@ -166,9 +188,11 @@ def _open(
             _preload_content=False,
         )
     except Exception as exc:
-        # The client wraps a Ctrl-C during the handshake into an ApiException.
+        # An interrupt (seen by the main thread) stops the command: say only that.
         if interrupts.received() is not None:
-            raise interrupts.Interrupted(interrupts.received() or 2) from exc
+            raise AgentError(
+                f"interrupted while starting the agent for {where}"
+            ) from exc
         raise translate(
             exc,
             connection=connection,
@@ -180,13 +204,21 @@ def _open(
 
 
 def _pump(
-    socket: Any, *, feed: RecordFeed, run: AgentRun, deadline: float, where: str
+    socket: Any,
+    *,
+    feed: RecordFeed,
+    run: AgentRun,
+    deadline: float,
+    where: str,
+    fleet: Fleet | None = None,
 ) -> None:
     """Read stdout and stderr until the agent ends, the stream breaks or time is up."""
     from websocket import WebSocketException
 
     out, err = LineSplitter(), bytearray()
     while socket.is_open():
+        if fleet is not None:
+            fleet.check()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AgentError(
@@ -235,11 +267,26 @@ def _raise_for_exit(run: AgentRun, *, pod: DebugPod, where: str) -> None:
             "python >= 3.11: pass an image with a newer python3 with --image, e.g. "
             "--image docker.io/library/python:3.12-alpine"
         )
-    if run.exit_code not in (0, None) and run.records == 0:
+    if run.exit_code not in (0, None, EXIT_KILLED) and run.records == 0:
         raise AgentError(
             f"the agent for {where} failed with exit code {run.exit_code} before its "
             f"first record: {_tail(run.stderr)}"
         )
+
+
+def _killed(run: AgentRun, *, where: str, memory: str, oom: str | None) -> str:
+    """Say that the agent was killed, most likely for memory, and what to raise."""
+    how = (
+        f"the debug container was OOMKilled ({oom})"
+        if oom
+        else f"it was killed with SIGKILL (exit code {EXIT_KILLED}), which is the "
+        "kernel's OOM killer in nearly every case"
+    )
+    return (
+        f"the agent for {where} was killed for memory after {run.records} records: "
+        f"{how}, at the debug pod's memory limit of {memory}; run it again with a "
+        "higher limit, e.g. --agent-memory 1Gi"
+    )
 
 
 def _missing_note(run: AgentRun) -> str:

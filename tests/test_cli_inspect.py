@@ -14,36 +14,37 @@ import contextlib
 import json
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from kubectl_crilinks import launcher
-from kubectl_crilinks.agent.records import StreamReader
-from kubectl_crilinks.cli import app, prog_name
-from tests.rig.images import Dir, File, Layer, Symlink, build_image, host_binaries
+from kubectl_crilinks.cli import prog_name
+from tests.plugin_cluster import (
+    BROKEN,
+    BROKEN_LAYERS,
+    EXPECTED,
+    SLEEP,
+    cluster,
+    created_for_real,
+    debug_pods,
+    inspect,
+    kubectl,
+    node_cluster,
+    plugin,
+    records_of,
+    target_pod,
+    wait_for,
+    wait_no_debug_pod,
+)
+from tests.rig.images import build_image, host_binaries
 
-BIN_DIR = pathlib.Path(sys.executable).parent
-PLUGIN = BIN_DIR / "kubectl-crilinks"
-KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+__all__ = ["cluster", "node_cluster"]  # fixtures, used by name
 
-
-def plugin() -> str:
-    """Return the installed console script, or skip naming how to install it."""
-    if not PLUGIN.exists():
-        pytest.skip(f"{PLUGIN} is missing: install the project (pip install -e .)")
-    return str(PLUGIN)
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
-    return CliRunner().invoke(app, ["inspect", *args], env=env)
+invoke = inspect
 
 
 # -- the command line, no cluster ---------------------------------------------------
@@ -55,13 +56,17 @@ def test_help_is_kubectl_style_and_documents_the_exit_codes() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.startswith("Usage: kubectl crilinks inspect")
+    assert "TARGET <list" not in done.stdout
     text = " ".join(done.stdout.split())
     for words in (
-        "0 nothing at or above --fail-on",
-        "1 something was",
+        "0 nothing at or above --fail-on was found",
+        "1 something at or above --fail-on was found",
         "2 usage error",
         "3 a target could not be inspected",
+        "4 internal error",
+        "130 interrupted by SIGINT",
         "kubectl crilinks inspect pod/web -n shop",
+        "pods (po), nodes (no), deployments (deploy), statefulsets (sts), daemonsets",
     ):
         assert words in text
 
@@ -86,7 +91,7 @@ def test_cli_import_loads_neither_the_kubernetes_client_nor_tabulate() -> None:
     ("args", "words"),
     [
         pytest.param([], "Usage:", id="no-target"),
-        pytest.param(["deploy/web"], "not supported yet", id="other-kind"),
+        pytest.param(["svc/web"], "is not a type crilinks inspects", id="other-kind"),
         pytest.param(["pods", "web", "po/api"], "not both", id="mixed-forms"),
         pytest.param(
             ["pod/web", "--host-root", "/"],
@@ -103,7 +108,7 @@ def test_cli_import_loads_neither_the_kubernetes_client_nor_tabulate() -> None:
             "--image cannot be used with --local",
             id="local-image",
         ),
-        pytest.param(["pod/web", "-o", "yaml"], "yaml", id="unknown-output"),
+        pytest.param(["pod/web", "-o", "xml"], "xml", id="unknown-output"),
     ],
 )
 def test_usage_errors_exit_2_and_say_what_is_wrong(args: list[str], words: str) -> None:
@@ -139,71 +144,6 @@ def test_local_runs_the_agent_in_process_without_any_cluster(
 
 
 # -- against the fake API server ----------------------------------------------------
-
-
-@pytest.fixture
-def cluster(tmp_path: pathlib.Path) -> Iterator[tuple[Any, str]]:
-    """A fake API server: namespace shop, node-a whose pods run as host processes."""
-    from tests.rig.fakeapi import FakeApiServer
-    from tests.rig.kubeconfig import write_kubeconfig
-
-    with FakeApiServer() as server:
-        server.add_namespace("shop")
-        server.attach_process_kubelet("node-a")
-        path = write_kubeconfig(tmp_path / "kubeconfig", server.url, namespace="shop")
-        yield server, str(path)
-
-
-def target_pod(
-    name: str = "web",
-    *,
-    node: str | None = "node-a",
-    created: bool = True,
-    **status: Any,
-) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "containers": [{"name": "app", "image": "example.com/broken:1"}]
-    }
-    if node:
-        spec["nodeName"] = node
-    state: dict[str, Any] = {
-        "name": "app",
-        "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
-    }
-    if created:
-        state["containerID"] = "containerd://web-1"
-    return {
-        "metadata": {"name": name, "namespace": "shop"},
-        "spec": spec,
-        "status": {"phase": "Running", "containerStatuses": [state], **status},
-    }
-
-
-def debug_pods(server: Any) -> list[str]:
-    return [
-        p["metadata"]["name"]
-        for p in server.pods()
-        if p["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by")
-        == "kubectl-crilinks"
-    ]
-
-
-def wait_no_debug_pod(server: Any, timeout: float = 15) -> list[str]:
-    """Return the debug pods left once their graceful deletion had time to finish."""
-    deadline = time.monotonic() + timeout
-    while debug_pods(server) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return debug_pods(server)
-
-
-def created_for_real(server: Any) -> list[Any]:
-    return [
-        r
-        for r in server.requests
-        if r.method == "POST"
-        and r.path.endswith("/pods")
-        and r.param("dryRun") != "All"
-    ]
 
 
 def test_missing_pod_is_named_with_the_command_that_lists_pods(
@@ -338,9 +278,7 @@ def test_agent_records_come_over_exec_not_the_pod_log(cluster: tuple[Any, str]) 
 
     # On this machine the agent finds no containerd under /host, and says so.
     assert result.exit_code == 3, result.stderr
-    reader = StreamReader()
-    records = [reader.feed(line) for line in result.stdout.splitlines()]
-    reader.finish()
+    records = records_of(result.stdout)
     [target] = [r for r in records if r["kind"] == "target"]
     assert (
         target["status"] == "not-inspected"
@@ -390,7 +328,7 @@ def test_signal_while_the_debug_pod_starts_removes_it(
         text=True,
     )
     try:
-        _wait_for(lambda: created_for_real(server), what="the debug pod's creation")
+        wait_for(lambda: created_for_real(server), what="the debug pod's creation")
         assert debug_pods(server), "the debug pod should exist while the plugin waits"
         run.send_signal(sig)
         _, err = run.communicate(timeout=30)
@@ -402,74 +340,42 @@ def test_signal_while_the_debug_pod_starts_removes_it(
     assert wait_no_debug_pod(server) == []
 
 
-def _wait_for(condition: Any, *, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def test_sigint_while_several_nodes_start_removes_every_debug_pod(
+    cluster: tuple[Any, str],
+) -> None:
+    server, kubeconfig = cluster
+    for node in ("node-b", "node-c", "node-d"):
+        server.add_node(node)  # no kubelet: the debug pods stay Pending
+        server.add_pod(target_pod(f"web-{node[-1]}", node=node))
+    run = subprocess.Popen(
+        [
+            plugin(),
+            "inspect",
+            "pods",
+            "web-b",
+            "web-c",
+            "web-d",
+            "--kubeconfig",
+            kubeconfig,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(created_for_real(server)) == 3, what="three debug pods")
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, err
+    assert debug_pods(server) == []
+    deleted = [r for r in server.requests if r.method == "DELETE"]
+    assert len({r.path for r in deleted}) == 3
 
 
 # -- the full flow on a real containerd, and through the real kubectl ---------------
-
-SLEEP = ["/bin/sleep", "3600"]
-BROKEN = "example.com/broken:1"
-BROKEN_LAYERS: list[Layer] = [
-    {
-        "/etc/ssl/certs/ca-certificates.crt": File("CERTS\n"),
-        "/etc/ssl/cert.pem": Symlink("certs/missing.crt"),
-    },
-    {
-        "/usr/sbin2": Dir(),
-        "/sbin2": Symlink("usr/sbin2"),
-        "/usr/sbin2/execlineb": Symlink("/sbin2/execlineb"),
-    },
-]
-EXPECTED = {
-    "/etc/ssl/cert.pem": "symlink.dangling",
-    "/usr/sbin2/execlineb": "symlink.loop",
-}
-SNAPSHOTS = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"
-
-
-@pytest.fixture
-def node_cluster(
-    containerd: Any, minbase_root: pathlib.Path, tmp_path: pathlib.Path
-) -> Iterator[tuple[Any, str, Any]]:
-    """Pod shop/web runs an image with broken links on node-a, a real containerd node.
-
-    The fake kubelet of node-a runs the debug pod with runc in the same test node, from
-    a Debian minbase root standing in for the default python image.
-    """
-    from tests.rig.fakeapi import FakeApiServer
-    from tests.rig.kubeconfig import write_kubeconfig
-
-    tar = build_image(
-        tmp_path / "image", BROKEN, [host_binaries("sleep"), *BROKEN_LAYERS]
-    )
-    containerd.import_image(tar, BROKEN)
-    containerd.run(
-        BROKEN,
-        "web-1",
-        pod="web",
-        pod_namespace="shop",
-        container_name="app",
-        cmd=SLEEP,
-    )
-    with FakeApiServer() as server:
-        server.add_namespace("shop")
-        server.attach_kubelet(
-            "node-a",
-            containerd.node,
-            images={launcher.DEFAULT_IMAGE: str(minbase_root)},
-        )
-        server.add_pod(target_pod())
-        kubeconfig = write_kubeconfig(
-            tmp_path / "kubeconfig", server.url, namespace="shop"
-        )
-        yield server, str(kubeconfig), containerd
 
 
 def test_full_flow_reports_the_pods_broken_links_read_on_its_node(
@@ -518,26 +424,6 @@ def test_full_flow_table_shows_the_finding_with_its_hops_and_layer(
     assert wait_no_debug_pod(server) == []
 
 
-def kubectl(*args: str, tmp: pathlib.Path, **popen: Any) -> subprocess.Popen[str]:
-    """Start the real kubectl, which finds kubectl-crilinks on PATH and execs it."""
-    if not os.access(KUBECTL, os.X_OK):
-        pytest.skip(f"kubectl is not installed at {KUBECTL}")
-    plugin()
-    env = {
-        **os.environ,
-        "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(tmp),
-    }
-    return subprocess.Popen(
-        [KUBECTL, *args],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **popen,
-    )
-
-
 def test_kubectl_finds_the_plugin_and_its_help_says_kubectl_crilinks(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -547,7 +433,7 @@ def test_kubectl_finds_the_plugin_and_its_help_says_kubectl_crilinks(
     assert out.startswith("Usage: kubectl crilinks")
 
 
-def test_local_finds_the_pod_by_its_cri_labels_on_this_node(
+def test_local_inspects_a_pod_or_the_whole_node_on_this_machine(
     containerd: Any, tmp_path: pathlib.Path
 ) -> None:
     tar = build_image(
@@ -584,6 +470,21 @@ def test_local_finds_the_pod_by_its_cri_labels_on_this_node(
     assert [(t["pod"], t["container_id"]) for t in document["targets"]] == [
         ("web", "web-1")
     ]
+
+    # The whole node: the node-wide audit, and with --containers every container.
+    whole = containerd.node.run(
+        [plugin(), "inspect", "node", "--local", "--containers", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": os.environ["PATH"], "KUBECONFIG": str(tmp_path / "none")},
+    )
+    assert whole.returncode == 1, whole.stderr
+    node_report = json.loads(whole.stdout)
+    audit = [t for t in node_report["targets"] if t["pod"] is None]
+    assert audit and audit[0]["status"] == "inspected" and "namespaces" in audit[0]
+    pods = {t["pod"] for t in node_report["targets"] if t["pod"]}
+    assert pods == {"web", "other"}
 
 
 def test_kubectl_runs_the_plugin_end_to_end_and_no_pod_is_left(
@@ -635,7 +536,7 @@ def test_kubectl_sigint_mid_stream_removes_the_debug_pod_and_its_agent(
         assert run.stdout is not None
         first = json.loads(run.stdout.readline())
         assert first["kind"] == "target", first
-        agent = _wait_for(_agent_pids, what="the agent process")
+        agent = wait_for(_agent_pids, what="the agent process")
         for pid in agent:
             os.kill(pid, signal.SIGSTOP)
         run.send_signal(signal.SIGINT)
@@ -645,7 +546,7 @@ def test_kubectl_sigint_mid_stream_removes_the_debug_pod_and_its_agent(
         assert "interrupted" in err
         assert '"kind":"summary"' not in rest
         assert wait_no_debug_pod(server) == []
-        assert _wait_for(
+        assert wait_for(
             lambda: not set(agent) & set(_agent_pids()),
             what="the agent to be killed with its pod",
         )
@@ -655,6 +556,9 @@ def test_kubectl_sigint_mid_stream_removes_the_debug_pod_and_its_agent(
         for pid in agent:  # let a held agent go on to its end if it is still there
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+SNAPSHOTS = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"
 
 
 def _bulk_files(containerd: Any, *, count: int) -> None:

@@ -29,10 +29,15 @@ class Terminal(io.StringIO):
 
 
 def table_text(
-    report: Report, *, severity: str = "warning", encoding: str = "utf-8"
+    report: Report,
+    *,
+    severity: str = "warning",
+    encoding: str = "utf-8",
+    wide: bool = False,
+    colour: bool = False,
 ) -> str:
     out = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors="strict")
-    render.table(report, severity=severity, out=out)
+    render.table(report, severity=severity, out=out, wide=wide, colour=colour)
     out.flush()
     return out.buffer.getvalue().decode(encoding)
 
@@ -64,7 +69,9 @@ def test_table_draws_the_layer_chain_top_first_with_sizes_and_missing_dirs() -> 
         rec.layer(1, size=3 * 1024 * 1024),
         rec.layer(2, present=False),
     ]
-    text = table_text(report_of(rec.stream(targets=[rec.target(layers=layers)])))
+    text = table_text(
+        report_of(rec.stream(targets=[rec.target(layers=layers)])), wide=True
+    )
     tree = [
         line for line in text.splitlines() if line.lstrip().startswith(("├─", "└─"))
     ]
@@ -79,8 +86,15 @@ def test_table_draws_the_layer_chain_top_first_with_sizes_and_missing_dirs() -> 
     assert "(missing)" in tree[2] and "(missing)" not in tree[1]
 
 
+def test_table_draws_layer_chains_only_for_containers_with_layer_findings() -> None:
+    clean = table_text(report_of(rec.stream()))
+    broken = table_text(report_of(rec.stream(findings=[rec.dangling()])))
+    assert "layers, top first" not in clean
+    assert "shop/web/app on node node-a, image registry.example/web:1.0" in broken
+
+
 def test_table_leaves_out_the_size_column_when_no_layer_has_one() -> None:
-    text = table_text(report_of(rec.stream()))
+    text = table_text(report_of(rec.stream()), wide=True)
     assert "KiB" not in text and " B" not in text
 
 
@@ -203,16 +217,94 @@ def test_progress_is_silent_when_stderr_is_not_a_terminal() -> None:
 def test_progress_on_a_terminal_shows_counters_then_clears_its_line() -> None:
     err = Terminal()
     progress = render.Progress(err)
+    progress("target", rec.target())
     progress(
         "progress",
         {
             "node": "node-a",
             "container": "app",
+            "containers": 1,
             "entries": 1500,
             "links": 12,
             "elapsed": 2.4,
         },
     )
-    assert "inspecting node-a/app: 1500 entries, 12 links, 2s" in err.getvalue()
+    assert "node-a: 1 containers, 1500 files, 3 layers, 2s" in err.getvalue()
     progress.clear()
     assert err.getvalue().endswith("\r\x1b[K")
+
+
+def test_progress_shows_every_busy_node_and_how_many_are_done() -> None:
+    err = Terminal()
+    progress = render.Progress(err)
+    progress.expect(3)
+    progress.node("node-a", "starting the debug pod")
+    progress.node("node-b", "running the agent")
+    progress.finished("node-a")
+    last = err.getvalue().split("\r\x1b[K")[-1]
+    assert last == "[1/3 nodes done] node-b: running the agent"
+
+
+def test_progress_is_silent_with_quiet_even_on_a_terminal() -> None:
+    err = Terminal()
+    progress = render.Progress(err, quiet=True)
+    progress.node("node-a", "starting the debug pod")
+    progress.status("reading the targets")
+    progress.clear()
+    assert err.getvalue() == ""
+
+
+def test_table_groups_findings_by_node_and_pod_worst_group_first() -> None:
+    findings = [
+        rec.dangling(path="/a-warn", node="node-a"),
+        rec.dangling(path="/b-warn", node="node-b", pod="api"),
+        rec.dangling(path="/b-err", node="node-b", pod="db", severity="error"),
+        rec.dangling(path="/a-info", node="node-a", severity="info"),
+    ]
+    text = table_text(report_of(rec.stream(findings=findings)), severity="info")
+    order = [p for p in ("/b-err", "/b-warn", "/a-warn", "/a-info") if p in text]
+    assert sorted(order, key=text.index) == ["/b-err", "/b-warn", "/a-warn", "/a-info"]
+
+
+def test_wide_table_adds_the_link_target_column() -> None:
+    text = table_text(report_of(rec.stream(findings=[rec.dangling()])), wide=True)
+    header = next(line for line in text.splitlines() if line.startswith("SEVERITY"))
+    assert header.split() == [
+        "SEVERITY",
+        "CHECK",
+        "NODE",
+        "NAMESPACE/POD/CONTAINER",
+        "PATH",
+        "LAYER",
+        "TARGET",
+        "DETAILS",
+    ]
+    row = next(line for line in text.splitlines() if line.startswith("warning"))
+    assert "certs/ca.crt" in row.split("#1 id 21")[1]
+
+
+def test_colour_marks_severities_only_when_asked() -> None:
+    findings = [rec.dangling(), rec.dangling(path="/e", severity="error")]
+    coloured = table_text(report_of(rec.stream(findings=findings)), colour=True)
+    plain = table_text(report_of(rec.stream(findings=findings)))
+    assert "\x1b[31merror\x1b[0m" in coloured and "\x1b[33mwarning\x1b[0m" in coloured
+    assert "\x1b[" not in plain
+
+
+def test_no_color_turns_colour_off_on_a_terminal() -> None:
+    assert render.use_colour(Terminal(), {}) is True
+    assert render.use_colour(Terminal(), {"NO_COLOR": "1"}) is False
+    assert render.use_colour(Terminal(), {"NO_COLOR": ""}) is True
+    assert render.use_colour(io.StringIO(), {}) is False
+
+
+def test_yaml_document_carries_the_json_documents_data() -> None:
+    import yaml
+
+    hostile = "/x\udcff\x1b"
+    report = report_of(rec.stream(findings=[rec.dangling(path=hostile)]))
+    as_yaml, as_json = io.StringIO(), io.StringIO()
+    render.yaml_document(report, severity="warning", out=as_yaml)
+    render.json_document(report, severity="warning", out=as_json)
+    assert "\x1b" not in as_yaml.getvalue()
+    assert yaml.safe_load(as_yaml.getvalue()) == json.loads(as_json.getvalue())

@@ -150,11 +150,23 @@ def test_too_old_python_names_the_image_and_the_flag(
 def test_agent_failing_before_any_record_shows_its_stderr(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    frames = [(2, b"Killed\n"), (3, exit_status(137))]
+    frames = [(2, b"Traceback: boom\n"), (3, exit_status(1))]
     with pytest.raises(
-        AgentError, match="exit code 137 before its first record: Killed"
+        AgentError, match="exit code 1 before its first record: Traceback: boom"
     ):
         run(frames, monkeypatch)
+
+
+def test_agent_killed_by_sigkill_is_reported_as_memory_with_the_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = rec.lines(rec.stream()).splitlines()[0]
+    frames = [(1, first.encode() + b"\n"), (3, exit_status(137))]
+    with pytest.raises(AgentError) as caught:
+        run(frames, monkeypatch)
+    message = str(caught.value)
+    assert "killed for memory after 1 records" in message
+    assert "SIGKILL (exit code 137)" in message and "--agent-memory" in message
 
 
 def test_an_agent_still_running_past_the_deadline_is_abandoned(
@@ -183,3 +195,35 @@ def test_line_splitter_keeps_a_partial_line_until_its_end_arrives() -> None:
     assert splitter.feed(b'{"a":') == []
     assert splitter.feed(b'1}\n{"b"') == ['{"a":1}']
     assert splitter.rest() == '{"b"'
+
+
+def test_a_container_oomkilled_as_a_whole_is_named_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # cgroup v2 with memory.oom.group: the kubelet reports the whole container killed.
+    oomkilled = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "agent",
+                    "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                }
+            ]
+        }
+    }
+    socket = ScriptedSocket([(2, b"")])  # the stream just ends: no status at all
+    monkeypatch.setattr(transport, "_open", lambda *a, **k: socket)
+    with pytest.raises(AgentError) as caught:
+        transport.run_agent(
+            NO_CONNECTION,
+            pod=POD,
+            args=[],
+            on_record=lambda r: None,
+            timeout=30,
+            where="node 'node-a'",
+            memory="512Mi",
+            read_pod=lambda: oomkilled,
+        )
+    message = str(caught.value)
+    assert "the debug container was OOMKilled (exit code 137, OOMKilled)" in message
+    assert "memory limit of 512Mi" in message and "--agent-memory" in message

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from .options import DEFAULT_TIME_BUDGET, Options
@@ -56,9 +55,8 @@ def options_from(args: argparse.Namespace) -> Options:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.host_root):
-        parser.error(f"--host-root {args.host_root!r} is not a folder: give the folder "
-                     "where the node's / is mounted")
+    if not args.host_root:
+        parser.error("--host-root is empty: give the folder where the node's / is seen")
     level = logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(stream=sys.stderr, level=level, format="crilinks-agent: %(message)s")
     inspect(options_from(args), write_jsonl(sys.stdout))

@@ -93,6 +93,13 @@ class _Run:
             self.notes.extend(gentle.lower_priority())
             gentle.raise_open_files()
 
+        # A host root that is no folder has nothing to read: say so, and stop.
+        if not os.path.isdir(self.host.root):
+            self._not_inspected(runtime="containerd", reason=(
+                f"nothing to inspect under host root {self.host.root!r}: it is not a "
+                "folder (give the folder where the node's / is seen)"))
+            return
+
         # Find the runtimes; say so when there is storage we do not read.
         installs = self._guarded("containerd", "finding containerd", list,
                                  discovery.find_containerd, self.host,

@@ -1,73 +1,77 @@
-"""``kubectl crilinks inspect``: find broken links in a pod's containers, on its node.
+"""``kubectl crilinks inspect``: find broken links on nodes, in pods, in workloads.
 
-The command resolves the pods, starts one debug pod per node, execs the agent in it
-once per pod, and collects the records into one report, printed at the end (or as the
-records arrive with ``-o jsonl``). ``--local`` runs the same agent in this process on
-this machine's disk, with no cluster access at all.
-
-A failure on one node (its debug pod cannot start, its agent's stream is cut) becomes a
-target that was not inspected, and the other nodes go on; a failure that would repeat
-everywhere (no kubeconfig, RBAC, Pod Security, a pod that does not exist) ends the
-command with its message. Either way no debug pod is left behind.
+This module turns the command line into an :class:`~kubectl_crilinks.inspection.
+Request` (flags checked against each other, defaults applied) and hands it to
+:mod:`kubectl_crilinks.inspection`, which does the work. ``--emit-agent`` is answered
+here: it prints the agent as one script and talks to no cluster.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import logging
 import os
-import signal
-import socket
 import sys
-from typing import TYPE_CHECKING, Annotated, TextIO
+from typing import Annotated
 
 import typer
 
-from kubectl_crilinks import interrupts, launcher, render, report, targets
+from kubectl_crilinks import inspection, launcher, targets
 from kubectl_crilinks.commands import (
+    AllNamespacesOpt,
+    ClusterOpt,
     ContainerOpt,
     ContextOpt,
     KubeconfigOpt,
     NamespaceOpt,
+    QuietOpt,
+    RequestTimeoutOpt,
+    SelectorOpt,
+    UserOpt,
     VerboseOpt,
-    configure_logging,
+    connection_flags,
+    examples_help,
+    exit_codes_help,
     parse_duration,
-    report_error,
+    run_command,
 )
-from kubectl_crilinks.errors import (
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
-    AgentError,
-    CrilinksError,
-    DebugPodError,
-    UsageError,
-)
+from kubectl_crilinks.errors import UsageError
+from kubectl_crilinks.filters import Filter, load_baseline, parse_checks, parse_ignore
 
-if TYPE_CHECKING:
-    from kubectl_crilinks.api import Api
+HELP = """Inspect nodes, pods and workloads for broken links in runtime storage.
 
-logger = logging.getLogger(__name__)
-
-EPILOG = f"""\
-Examples:
-
-  kubectl crilinks inspect pod/web -n shop
-
-  kubectl crilinks inspect pods web worker -n shop -o json
-
-  kubectl crilinks inspect pod/web -n shop --local   (on the node itself)
-
-Exit status: 0 nothing at or above --fail-on was found; 1 something was;
-2 usage error; 3 a target could not be inspected (the partial report is still
-printed); {EXIT_SIGINT} or {EXIT_SIGTERM} interrupted by SIGINT or SIGTERM (the debug
-pod is removed first).
+TARGET is what kubectl would take: TYPE/NAME... (types may differ: pod/web
+node/worker-1), TYPE NAME... (pods web api), or TYPE alone with -l SELECTOR or -A.
+Types and their short names: pods (po), nodes (no), deployments (deploy),
+statefulsets (sts), daemonsets (ds), replicasets (rs), jobs. A node gets the
+node-wide audit (snapshots, images, leases, volumes, logs, the storage root); a pod
+gets its containers' layers and links; a workload stands for its pods. One debug
+pod runs per node, --parallel nodes at a time.
 """
+
+EPILOG = (
+    examples_help(
+        "kubectl crilinks inspect pod/web -n shop",
+        "kubectl crilinks inspect deploy/api sts/db -n shop -o wide",
+        "kubectl crilinks inspect nodes -l node-role.kubernetes.io/worker= -o json",
+        "kubectl crilinks inspect pods -A -l app=web --severity info",
+        "kubectl crilinks inspect node/worker-1 --ignore layer.untracked-record",
+        "kubectl crilinks inspect node/worker-1 -o json --severity info > base.json",
+        "kubectl crilinks inspect node/worker-1 --baseline base.json",
+        "kubectl crilinks inspect node/worker-1 --dry-run   (print the debug pod)",
+        "kubectl crilinks inspect node --local   (this machine, no cluster)",
+        "kubectl crilinks inspect node/worker-1 --emit-agent > crilinks-agent.py",
+    )
+    + "\n"
+    + exit_codes_help()
+)
 
 
 class Output(enum.StrEnum):
     table = "table"
+    wide = "wide"
     json = "json"
+    yaml = "yaml"
     jsonl = "jsonl"
 
 
@@ -84,31 +88,18 @@ class FailOn(enum.StrEnum):
     none = "none"
 
 
-@dataclasses.dataclass(frozen=True)
-class Request:
-    """What the user asked for, with defaults applied and flags checked."""
-
-    pods: tuple[str, ...]
-    namespace: str | None
-    container: str | None
-    kubeconfig: str | None
-    context: str | None
-    output: str
-    severity: str
-    fail_on: str
-    settings: launcher.Settings
-    local: bool
-    host_root: str
-
-
-# The flags, declared once; those kubectl users know from every command come from
-# kubectl_crilinks.commands.
 TargetArg = Annotated[
     list[str] | None,
-    typer.Argument(
-        metavar="TARGET",
-        help="The pods to inspect: pod/NAME (also po/NAME), or pods NAME...",
-        show_default=False,
+    typer.Argument(metavar="TARGET", hidden=True, show_default=False),
+]
+OutputOpt = Annotated[
+    Output,
+    typer.Option(
+        "-o",
+        "--output",
+        metavar="FORMAT",
+        help="table, wide (layers and link targets too), json, yaml, or jsonl "
+        "(records as they arrive).",
     ),
 ]
 SeverityOpt = Annotated[
@@ -116,7 +107,8 @@ SeverityOpt = Annotated[
     typer.Option(
         "--severity",
         metavar="LEVEL",
-        help="Show findings at or above this severity: error, warning or info.",
+        help="Show findings at or above this severity, in every format: error, "
+        "warning or info.",
     ),
 ]
 FailOnOpt = Annotated[
@@ -124,28 +116,53 @@ FailOnOpt = Annotated[
     typer.Option(
         "--fail-on",
         metavar="LEVEL",
-        help="Exit 1 on findings at or above this severity: "
-        "error, warning, info or none.",
+        help="Exit 1 on findings at or above this severity: error, warning, info or "
+        "none.",
+    ),
+]
+ChecksOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--checks",
+        metavar="IDS",
+        help="Report only these check ids (comma list, globs: symlink.*); see "
+        "docs/checks.md.",
+        show_default=False,
+    ),
+]
+IgnoreOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ignore",
+        metavar="RULE",
+        help="Leave out findings by CHECK, CHECK:PATH or PATH (globs; repeatable), "
+        "e.g. symlink.dangling:/usr/share/doc/*.",
+        show_default=False,
+    ),
+]
+BaselineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--baseline",
+        metavar="FILE",
+        help="Report only what is new against a saved report (-o json or jsonl).",
+        show_default=False,
     ),
 ]
 AgentNamespaceOpt = Annotated[
-    str | None,
+    str,
     typer.Option(
         "--agent-namespace",
         metavar="NAME",
-        help="Where the debug pod runs; it must allow privileged pods "
-        f"[default: {launcher.DEFAULT_AGENT_NAMESPACE}].",
-        show_default=False,
+        help="Where the debug pods run; it must allow privileged pods.",
     ),
 ]
 ImageOpt = Annotated[
-    str | None,
+    str,
     typer.Option(
         "--image",
         metavar="IMAGE",
-        help="The debug pod's image; needs python3 >= 3.11 "
-        f"[default: {launcher.DEFAULT_IMAGE}].",
-        show_default=False,
+        help="The debug pod's image; it needs python3 >= 3.11.",
     ),
 ]
 TimeoutOpt = Annotated[
@@ -153,14 +170,57 @@ TimeoutOpt = Annotated[
     typer.Option(
         "--timeout",
         metavar="DURATION",
-        help="Time for the debug pod to start, and for the agent on each pod "
+        help="Time for a debug pod to start, and the agent's budget for each run "
         "(e.g. 90s, 5m).",
+    ),
+]
+MemoryOpt = Annotated[
+    str,
+    typer.Option(
+        "--agent-memory",
+        metavar="QUANTITY",
+        help="The debug pod's memory limit; raise it if the agent is killed for "
+        "memory.",
+    ),
+]
+ParallelOpt = Annotated[
+    int,
+    typer.Option(
+        "--parallel",
+        metavar="N",
+        min=1,
+        max=50,
+        help="How many nodes to inspect at once.",
+    ),
+]
+ContainersOpt = Annotated[
+    bool,
+    typer.Option(
+        "--containers",
+        help="With node targets, also walk every container's root for broken links.",
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the debug pods that would be created (YAML, or a JSON List with "
+        "-o json); create nothing.",
+    ),
+]
+EmitAgentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--emit-agent",
+        help="Print the agent as one python3 script, for a node where no pod can "
+        "start; with a target, its arguments are the script's defaults.",
     ),
 ]
 LocalOpt = Annotated[
     bool,
     typer.Option(
-        "--local", help="Inspect this machine's runtime in-process; no cluster needed."
+        "--local",
+        help="Inspect this machine in-process (node, or pod/NAME), no cluster needed.",
     ),
 ]
 HostRootOpt = Annotated[
@@ -172,281 +232,231 @@ HostRootOpt = Annotated[
         show_default=False,
     ),
 ]
-OutputOpt = Annotated[
-    Output,
-    typer.Option("-o", "--output", metavar="table|json|jsonl", help="Output format."),
-]
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """The command line as typer parsed it, before any check."""
+
+    target: tuple[str, ...] = ()
+    namespace: str | None = None
+    all_namespaces: bool = False
+    selector: str | None = None
+    container: str | None = None
+    output: str = "table"
+    severity: str = "warning"
+    fail_on: str = "warning"
+    checks: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    baseline: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    cluster: str | None = None
+    user: str | None = None
+    request_timeout: str = ""
+    agent_namespace: str = launcher.DEFAULT_AGENT_NAMESPACE
+    image: str = launcher.DEFAULT_IMAGE
+    timeout: str = "5m"
+    agent_memory: str = launcher.DEFAULT_MEMORY
+    parallel: int = launcher.DEFAULT_PARALLEL
+    containers: bool = False
+    dry_run: bool = False
+    emit_agent: bool = False
+    local: bool = False
+    host_root: str | None = None
+    quiet: bool = False
 
 
 def inspect(
     target: TargetArg = None,
     namespace: NamespaceOpt = None,
+    all_namespaces: AllNamespacesOpt = False,
+    selector: SelectorOpt = None,
     container: ContainerOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
     output: OutputOpt = Output.table,
     severity: SeverityOpt = Level.warning,
     fail_on: FailOnOpt = FailOn.warning,
-    agent_namespace: AgentNamespaceOpt = None,
-    image: ImageOpt = None,
+    checks: ChecksOpt = None,
+    ignore: IgnoreOpt = None,
+    baseline: BaselineOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    cluster: ClusterOpt = None,
+    user: UserOpt = None,
+    request_timeout: RequestTimeoutOpt = "",
+    agent_namespace: AgentNamespaceOpt = launcher.DEFAULT_AGENT_NAMESPACE,
+    image: ImageOpt = launcher.DEFAULT_IMAGE,
     timeout: TimeoutOpt = "5m",
+    agent_memory: MemoryOpt = launcher.DEFAULT_MEMORY,
+    parallel: ParallelOpt = launcher.DEFAULT_PARALLEL,
+    containers: ContainersOpt = False,
+    dry_run: DryRunOpt = False,
+    emit_agent: EmitAgentOpt = False,
     local: LocalOpt = False,
     host_root: HostRootOpt = None,
+    quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Inspect pods' containers for broken links, on the nodes where they run."""
-    configure_logging(verbose)
-    try:
-        request = _request(
-            target=target or [],
-            namespace=namespace,
-            container=container,
-            kubeconfig=kubeconfig,
-            context=context,
-            output=output.value,
-            severity=severity.value,
-            fail_on=fail_on.value,
-            agent_namespace=agent_namespace,
-            image=image,
-            timeout=timeout,
-            local=local,
-            host_root=host_root,
+    """Inspect nodes, pods and workloads for broken links in runtime storage."""
+    args = Args(
+        target=tuple(target or ()),
+        namespace=namespace,
+        all_namespaces=all_namespaces,
+        selector=selector,
+        container=container,
+        output=output.value,
+        severity=severity.value,
+        fail_on=fail_on.value,
+        checks=tuple(checks or ()),
+        ignore=tuple(ignore or ()),
+        baseline=baseline,
+        kubeconfig=kubeconfig,
+        context=context,
+        cluster=cluster,
+        user=user,
+        request_timeout=request_timeout,
+        agent_namespace=agent_namespace,
+        image=image,
+        timeout=timeout,
+        agent_memory=agent_memory,
+        parallel=parallel,
+        containers=containers,
+        dry_run=dry_run,
+        emit_agent=emit_agent,
+        local=local,
+        host_root=host_root,
+        quiet=quiet,
+    )
+    run_command(lambda: run(args), verbose=verbose)
+
+
+def run(args: Args) -> int:
+    """Build the request from the flags and run it (or print the agent)."""
+    if args.emit_agent:
+        return _emit_agent(args)
+    request = build_request(args)
+    return inspection.run(request, out=sys.stdout, err=sys.stderr)
+
+
+def _emit_agent(args: Args) -> int:
+    """Print the self-contained agent; no cluster is contacted."""
+    named = tuple(targets.parse(args.target)) if args.target else ()
+    if len(named) > 1 or any(len(entry.names) > 1 for entry in named):
+        raise UsageError(
+            "--emit-agent takes one target at most (node/NAME or pod/NAME): the script "
+            "runs on one node"
         )
-        code = run(request, out=sys.stdout, err=sys.stderr)
-    except CrilinksError as exc:
-        logger.debug("command failed", exc_info=True)
-        report_error(exc)
-        raise typer.Exit(exc.exit_code) from exc
-    raise typer.Exit(code)
+    if any(entry.resource not in ("pods", "nodes") for entry in named) or any(
+        entry.resource == "pods" and not entry.names for entry in named
+    ):
+        raise UsageError(
+            "--emit-agent runs on a node without the cluster, so it takes node/NAME "
+            "or pod/NAME (workloads need the cluster to find their pods)"
+        )
+    sys.stdout.write(
+        inspection.emit_agent(
+            named, namespace=args.namespace, containers=args.containers
+        )
+    )
+    return 0
 
 
-def _request(
-    *,
-    target: list[str],
-    namespace: str | None,
-    container: str | None,
-    kubeconfig: str | None,
-    context: str | None,
-    output: str,
-    severity: str,
-    fail_on: str,
-    agent_namespace: str | None,
-    image: str | None,
-    timeout: str,
-    local: bool,
-    host_root: str | None,
-) -> Request:
+def build_request(args: Args) -> inspection.Request:
     """Check the flags against each other and apply the defaults."""
-    if host_root is not None and not local:
+    _check_local(args)
+    named = tuple(
+        targets.parse(
+            args.target, selector=args.selector, all_namespaces=args.all_namespaces
+        )
+    )
+    if args.local:
+        _check_local_targets(named)
+    root = os.path.abspath(args.host_root or "/")
+    if args.local and not os.path.isdir(root):
+        raise UsageError(
+            f"--host-root {args.host_root!r} is not a directory: give the folder "
+            "where the node's / is mounted"
+        )
+    settings = launcher.Settings(
+        namespace=args.agent_namespace,
+        image=args.image,
+        timeout=parse_duration(args.timeout, flag="--timeout"),
+        memory=launcher.check_memory(args.agent_memory),
+    )
+    return inspection.Request(
+        named=named,
+        flags=connection_flags(
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            cluster=args.cluster,
+            user=args.user,
+            namespace=args.namespace,
+            request_timeout=args.request_timeout,
+        ),
+        all_namespaces=args.all_namespaces,
+        selector=args.selector,
+        container=args.container,
+        output=args.output,
+        severity=args.severity,
+        fail_on=args.fail_on,
+        settings=settings,
+        parallel=args.parallel,
+        containers=args.containers,
+        keep=_filter(args),
+        local=args.local,
+        host_root=root,
+        quiet=args.quiet,
+        dry_run=args.dry_run,
+    )
+
+
+def _filter(args: Args) -> Filter:
+    """Build the report's filter from --checks, --ignore and --baseline."""
+    from kubectl_crilinks.agent.catalogue import CHECKS
+
+    return Filter(
+        checks=parse_checks(args.checks, known=CHECKS),
+        ignore=parse_ignore(args.ignore),
+        baseline=load_baseline(args.baseline) if args.baseline else None,
+    )
+
+
+def _check_local(args: Args) -> None:
+    """Refuse flags that make no sense together with --local, or without it."""
+    if args.host_root is not None and not args.local:
         raise UsageError(
             "--host-root only applies with --local: add --local, or drop --host-root"
         )
-    if local:
-        cluster_only = {
-            "--kubeconfig": kubeconfig,
-            "--context": context,
-            "--agent-namespace": agent_namespace,
-            "--image": image,
-        }
-        given = [flag for flag, value in cluster_only.items() if value is not None]
-        if given:
-            raise UsageError(
-                f"{', '.join(given)} cannot be used with --local, which never talks to "
-                "a cluster"
-            )
-    root = os.path.abspath(host_root or "/")
-    if local and not os.path.isdir(root):
+    if not args.local:
+        return
+    given = {
+        "--kubeconfig": args.kubeconfig is not None,
+        "--context": args.context is not None,
+        "--cluster": args.cluster is not None,
+        "--user": args.user is not None,
+        "-l": args.selector is not None,
+        "-A": args.all_namespaces,
+        "--dry-run": args.dry_run,
+        "--agent-namespace": args.agent_namespace != launcher.DEFAULT_AGENT_NAMESPACE,
+        "--image": args.image != launcher.DEFAULT_IMAGE,
+    }
+    used = [flag for flag, present in given.items() if present]
+    if used:
         raise UsageError(
-            f"--host-root {host_root!r} is not a directory: give the folder where the "
-            "node's / is mounted"
-        )
-    settings = launcher.Settings(
-        namespace=agent_namespace or launcher.DEFAULT_AGENT_NAMESPACE,
-        image=image or launcher.DEFAULT_IMAGE,
-        timeout=parse_duration(timeout, flag="--timeout"),
-    )
-    return Request(
-        pods=tuple(targets.parse_pod_names(target)),
-        namespace=namespace,
-        container=container,
-        kubeconfig=kubeconfig,
-        context=context,
-        output=output,
-        severity=severity,
-        fail_on=fail_on,
-        settings=settings,
-        local=local,
-        host_root=root,
-    )
-
-
-def run(request: Request, *, out: TextIO, err: TextIO) -> int:
-    """Inspect what ``request`` names, print the report, return the exit status."""
-    progress = render.Progress(err)
-    live = (
-        render.JsonLines(out, severity=request.severity)
-        if request.output == "jsonl"
-        else None
-    )
-    collector = report.Collector(
-        render.fan_out(live, progress if progress.enabled else None)
-    )
-    try:
-        with interrupts.handled():
-            if request.local:
-                _inspect_local(request, collector=collector)
-            else:
-                _inspect_cluster(
-                    request, collector=collector, progress=progress, err=err
-                )
-    except KeyboardInterrupt:
-        progress.clear()
-        signum = interrupts.received()
-        err.write(
-            "interrupted: the inspection stopped; its debug pods were deleted unless "
-            "a warning above says otherwise\n"
-        )
-        return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
-    finally:
-        progress.clear()
-
-    result = collector.report()
-    if live is not None:
-        live.finish(result)
-    elif request.output == "json":
-        render.json_document(result, severity=request.severity, out=out)
-    else:
-        width = (
-            render.DETAILS_WIDTH if getattr(out, "isatty", lambda: False)() else None
-        )
-        render.table(result, severity=request.severity, out=out, width=width)
-    return result.exit_status(fail_on=request.fail_on)
-
-
-def _inspect_cluster(
-    request: Request,
-    *,
-    collector: report.Collector,
-    progress: render.Progress,
-    err: TextIO,
-) -> None:
-    from kubectl_crilinks import kubeconfig
-    from kubectl_crilinks.api import Api
-
-    connection = kubeconfig.connect(
-        kubeconfig=request.kubeconfig, context=request.context
-    )
-    api = Api(connection)
-    namespace = request.namespace or connection.namespace
-    pods = targets.resolve_pods(
-        api, names=request.pods, namespace=namespace, container=request.container
-    )
-    for node, group in targets.by_node(pods).items():
-        _inspect_node(
-            api,
-            node=node,
-            group=group,
-            request=request,
-            collector=collector,
-            progress=progress,
-            err=err,
+            f"{', '.join(used)} cannot be used with --local, which never talks to "
+            "a cluster"
         )
 
 
-def _inspect_node(
-    api: Api,
-    *,
-    node: str,
-    group: list[targets.PodTarget],
-    request: Request,
-    collector: report.Collector,
-    progress: render.Progress,
-    err: TextIO,
-) -> None:
-    """Inspect the pods of one node in one debug pod; record what failed there."""
-    from kubectl_crilinks import transport
-
-    pending = list(group)
-    try:
-        progress.status(f"starting the debug pod on node {node}")
-        with launcher.debug_pod(
-            api, node=node, settings=request.settings, runs=len(group)
-        ) as pod:
-            while pending:
-                target = pending[0]
-                progress.status(
-                    f"running the agent for pod {target.address} on node {node}"
-                )
-                try:
-                    transport.run_agent(
-                        api.connection,
-                        pod=pod,
-                        args=agent_args(target, request.settings),
-                        on_record=collector.add,
-                        timeout=request.settings.timeout + launcher.AGENT_GRACE,
-                        where=f"pod {target.address} on node {node!r}",
-                    )
-                except AgentError as exc:
-                    _failed(collector, target, exc, request=request, err=err)
-                else:
-                    collector.expect(target)
-                pending.pop(0)
-    except (DebugPodError, AgentError) as exc:
-        for target in pending:
-            _failed(collector, target, exc, request=request, err=err)
-
-
-def _failed(
-    collector: report.Collector,
-    target: targets.PodTarget,
-    exc: CrilinksError,
-    *,
-    request: Request,
-    err: TextIO,
-) -> None:
-    """Record a target that failed; with JSON output, also say so on stderr."""
-    if request.output != "table":
-        report_error(exc, err=err)
-    collector.failed(target, reason=str(exc))
-
-
-def agent_args(target: targets.PodTarget, settings: launcher.Settings) -> list[str]:
-    """Return the agent's argv for one pod, as seen from inside the debug pod."""
-    args = [
-        "--host-root",
-        launcher.HOST_MOUNT,
-        "--proc-root",
-        "/proc",
-        "--node",
-        target.node,
-        "--pod",
-        target.pod,
-        "--namespace",
-        target.namespace,
-    ]
-    if target.container:
-        args += ["--container", target.container]
-    return args + ["--time-budget", f"{settings.timeout:g}"]
-
-
-def _inspect_local(request: Request, *, collector: report.Collector) -> None:
-    """Run the agent in this process, once per named pod, through the same checks."""
-    from kubectl_crilinks.agent.options import Options
-    from kubectl_crilinks.agent.run import inspect as agent_inspect
-    from kubectl_crilinks.transport import RecordFeed
-
-    on_host = request.host_root == "/"
-    for pod in request.pods:
-        where = f"pod {request.namespace or '*'}/{pod} under {request.host_root!r}"
-        feed = RecordFeed(collector.add, where=where)
-        options = Options(
-            host_root=request.host_root,
-            proc_root="/proc" if on_host else None,
-            node=socket.gethostname() if on_host else None,
-            pod=pod,
-            namespace=request.namespace,
-            container=request.container,
-            time_budget=request.settings.timeout,
-        )
-        agent_inspect(options, feed.record)
-        feed.finish(missing="the in-process agent returned without its summary")
+def _check_local_targets(named: tuple[targets.Named, ...]) -> None:
+    for entry in named:
+        if entry.is_node and entry.names:
+            raise UsageError(
+                "with --local the node is this machine: give 'node' without a name, "
+                "e.g. inspect node --local"
+            )
+        if not entry.is_node and (entry.resource != "pods" or not entry.names):
+            raise UsageError(
+                "--local inspects this machine: give node, or pod/NAME (workloads and "
+                "selectors need the cluster)"
+            )

@@ -46,10 +46,23 @@ Faithful (checked against the apiserver, kubelet and apimachinery sources):
 - Authentication: bearer tokens; no credentials is ``system:anonymous``, as with the
   apiserver's default ``--anonymous-auth=true``. kubectl sends no token over plain
   http (client-go reads credentials only for TLS), so its requests are anonymous.
+  SelfSubjectReview (``kubectl auth whoami``) says who the caller is.
+- Workloads: deployments, statefulsets, daemonsets and replicasets under apps/v1,
+  jobs under batch/v1 (get, list, watch; discovery with kubectl's short names); RBAC
+  messages name their group (``deployments.apps "x" is forbidden: ... in API group
+  "apps"``).
+- RBAC by roles: once rules are granted to a user (`FakeApiServer.grant`, a Role's
+  or ClusterRole's PolicyRules), everything else is denied to that user.
+- Admission: priorityClassName resolved to spec.priority (the two system classes;
+  another name is 403 ``no PriorityClass with name X was found``); a built-in
+  admission plugin's refusal (`FakeApiServer.admission_forbid`, as OpenShift's
+  SecurityContextConstraints words it).
 
 Simplified, and said so here rather than discovered later:
 
-- Only namespaces, nodes and pods (log, exec); no PUT/PATCH, no scheduler (a pod
+- Only namespaces, nodes, pods (log, exec) and the workloads above, which no
+  controller acts on (add their pods with `add_pod`), and which get the apiserver's
+  default table (name, age) for ``kubectl get``; no PUT/PATCH, no scheduler (a pod
   without ``spec.nodeName`` stays Pending), no service-account token volume, no
   BOOKMARK events, no protobuf, no TLS (plain http on 127.0.0.1).
 - RBAC is "allow everything except the rules given to `FakeApiServer.forbid`".
@@ -87,8 +100,50 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 SERVER_VERSION: Final = "v1.32.4"
-NAMESPACED: Final = {"pods": True, "nodes": False, "namespaces": False}
-KINDS: Final = {"pods": "Pod", "nodes": "Node", "namespaces": "Namespace"}
+NAMESPACED: Final = {
+    "pods": True,
+    "nodes": False,
+    "namespaces": False,
+    "deployments": True,
+    "statefulsets": True,
+    "daemonsets": True,
+    "replicasets": True,
+    "jobs": True,
+}
+KINDS: Final = {
+    "pods": "Pod",
+    "nodes": "Node",
+    "namespaces": "Namespace",
+    "deployments": "Deployment",
+    "statefulsets": "StatefulSet",
+    "daemonsets": "DaemonSet",
+    "replicasets": "ReplicaSet",
+    "jobs": "Job",
+}
+GROUPS: Final = {
+    "deployments": "apps",
+    "statefulsets": "apps",
+    "daemonsets": "apps",
+    "replicasets": "apps",
+    "jobs": "batch",
+}
+"""The API group of each resource outside core/v1 (all served at version v1)."""
+
+SHORT_NAMES: Final = {
+    "deployments": ["deploy"],
+    "statefulsets": ["sts"],
+    "daemonsets": ["ds"],
+    "replicasets": ["rs"],
+}
+PRIORITY_CLASSES: Final = {
+    "system-node-critical": 2000001000,
+    "system-cluster-critical": 2000000000,
+}
+"""The priority classes every cluster has (the scheduling bootstrap objects)."""
+
+CRITICAL_PRIORITY: Final = 2000000000
+"""Pods at or above this priority are critical: the kubelet admits them under
+pressure (kubelettypes.IsCriticalPod)."""
 DEFAULT_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
 WATCH_DEFAULT_TIMEOUT: Final = 1800.0
 """Seconds a watch lasts without timeoutSeconds (--min-request-timeout)."""
@@ -174,11 +229,20 @@ def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "Unauthorized", None)
 
 
-def forbidden(resource: str, name: str, why: str) -> ApiError:
-    """Return NewForbidden: ``pods "x" is forbidden: why`` (nameless: ``pods is``)."""
+def forbidden(resource: str, name: str, why: str, *, group: str = "") -> ApiError:
+    """Return NewForbidden: ``pods "x" is forbidden: why`` (nameless: ``pods is``).
+
+    ``resource`` is the group-qualified resource (``deployments.apps``), as the
+    message shows it; the details carry the group and the bare kind.
+    """
     subject = f'{resource} "{name}"' if name else resource
+    kind = resource.split(".", 1)[0]
+    extra = {"group": group} if group else {}
     return ApiError(
-        403, "Forbidden", f"{subject} is forbidden: {why}", _details(resource, name)
+        403,
+        "Forbidden",
+        f"{subject} is forbidden: {why}",
+        _details(kind, name, **extra),
     )
 
 
@@ -298,6 +362,8 @@ def _field_values(resource: str, obj: Obj) -> dict[str, str]:
         )
     elif resource == "nodes":
         fields["spec.unschedulable"] = str(bool(spec.get("unschedulable"))).lower()
+    elif resource in GROUPS:
+        fields["metadata.namespace"] = meta.get("namespace", "")
     else:
         fields["status.phase"] = status.get("phase", "")
     return fields
@@ -1123,16 +1189,28 @@ def _namespace_cells(namespace: Obj) -> list[Any]:
     return [namespace["metadata"]["name"], phase, _age(namespace)]
 
 
+_DEFAULT_COLUMNS: Final = (
+    ("Name", "string", "name", 0),
+    ("Created At", "date", "", 0),
+)
+
+
+def _default_cells(obj: Obj) -> list[Any]:
+    return [obj["metadata"]["name"], obj["metadata"].get("creationTimestamp")]
+
+
 _PRINTERS: Final = {
     "pods": (_POD_COLUMNS, _pod_cells),
     "nodes": (_NODE_COLUMNS, _node_cells),
     "namespaces": (_NAMESPACE_COLUMNS, _namespace_cells),
 }
+"""Resources without a printer here get the apiserver's default table (name and
+creation time); the real one prints more columns for workloads."""
 
 
 def as_table(resource: str, objects: list[Obj], rv: str, include: str) -> Obj:
     """Return a meta.k8s.io/v1 Table of the objects, as the apiserver prints them."""
-    columns, cells = _PRINTERS[resource]
+    columns, cells = _PRINTERS.get(resource, (_DEFAULT_COLUMNS, _default_cells))
     definitions = [
         {"name": name, "type": kind, "format": fmt, "description": "", "priority": prio}
         for name, kind, fmt, prio in columns
@@ -1163,9 +1241,15 @@ def _row_object(resource: str, obj: Obj, include: str) -> Obj | None:
     }
 
 
+def api_version(resource: str) -> str:
+    """Return the group/version a resource is served at (``v1`` for the core)."""
+    group = GROUPS.get(resource)
+    return f"{group}/v1" if group else "v1"
+
+
 def with_kind(resource: str, obj: Obj) -> Obj:
     """Return the object with kind and apiVersion first, as single objects carry."""
-    return {"kind": KINDS[resource], "apiVersion": "v1", **obj}
+    return {"kind": KINDS[resource], "apiVersion": api_version(resource), **obj}
 
 
 # ---------------------------------------------------------------------------
@@ -1221,6 +1305,55 @@ def api_resource_list() -> Obj:
             ),
             _api_resource("pods/log", "Pod", ["get"], namespaced=True),
         ],
+    }
+
+
+API_GROUPS: Final = ("apps", "batch", "authentication.k8s.io")
+
+
+def api_group_list() -> Obj:
+    """Return /apis: the groups this fake serves, each at v1 only."""
+    groups = [
+        {
+            "name": group,
+            "versions": [{"groupVersion": f"{group}/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": f"{group}/v1", "version": "v1"},
+        }
+        for group in API_GROUPS
+    ]
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def group_resource_list(group: str) -> Obj | None:
+    """Return /apis/GROUP/v1's APIResourceList, or None for a group not served."""
+    if group not in API_GROUPS:
+        return None
+    if group == "authentication.k8s.io":
+        resources = [
+            _api_resource(
+                "selfsubjectreviews",
+                "SelfSubjectReview",
+                ["create"],
+                namespaced=False,
+            )
+        ]
+    else:
+        resources = [
+            _api_resource(
+                name,
+                KINDS[name],
+                ["get", "list", "watch"],
+                namespaced=True,
+                short=SHORT_NAMES.get(name),
+            )
+            for name, served_by in GROUPS.items()
+            if served_by == group
+        ]
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/v1",
+        "resources": resources,
     }
 
 
@@ -1356,6 +1489,34 @@ class ForbidRule:
 
 
 @dataclasses.dataclass(frozen=True)
+class Grant:
+    """One RBAC PolicyRule bound to a user, in a namespace (Role) or everywhere."""
+
+    rule: Obj
+    namespace: str | None
+
+    def allows(self, attrs: Attributes) -> bool:
+        """Tell whether the rule covers the request (RuleAllows in rbac/v1)."""
+        resource = attrs.resource + (
+            f"/{attrs.subresource}" if attrs.subresource else ""
+        )
+        rule = self.rule
+
+        def has(key: str, value: str) -> bool:
+            values = rule.get(key) or []
+            return "*" in values or value in values
+
+        names = rule.get("resourceNames") or []
+        return (
+            self.namespace in (None, attrs.namespace)
+            and has("verbs", attrs.verb)
+            and has("apiGroups", attrs.group)
+            and has("resources", resource)
+            and (not names or attrs.name in names)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class WebhookDenial:
     message: str
     webhook: str
@@ -1373,6 +1534,7 @@ class Attributes:
     subresource: str = ""
     namespace: str = ""
     name: str = ""
+    group: str = ""
 
 
 class FakeApiServer:
@@ -1398,6 +1560,8 @@ class FakeApiServer:
         self.anonymous = anonymous
         self.requests: list[RecordedRequest] = []
         self._rules: list[ForbidRule] = []
+        self._grants: dict[str, list[Grant]] = {}
+        self._admission_denials: list[str] = []
         self._webhooks: list[WebhookDenial] = []
         self._kubelets: dict[str, fakekubelet.FakeKubelet] = {}
         self.pull_failures: dict[str, str | None] = {}
@@ -1496,6 +1660,55 @@ class FakeApiServer:
         pod.setdefault("status", {"phase": "Running"})
         return self._stamp_and_add("pods", pod)
 
+    def add_object(self, resource: str, manifest: Obj) -> Obj:
+        """Store a workload (deployments, statefulsets, daemonsets, replicasets,
+        jobs) as given; no controller acts on it, so add its pods with add_pod."""
+        assert resource in GROUPS, f"[bug] {resource!r} is not a workload resource"
+        obj = copy.deepcopy(manifest)
+        obj.pop("kind", None)
+        obj.pop("apiVersion", None)
+        obj["metadata"].setdefault("namespace", "default")
+        return self._stamp_and_add(resource, obj)
+
+    def set_node_condition(
+        self, name: str, kind: str, status: str, *, reason: str, message: str
+    ) -> Obj:
+        """Set one condition of a node (as its kubelet would report it)."""
+
+        def change(node: Obj) -> None:
+            conditions = node["status"]["conditions"]
+            stamp = now_rfc3339()
+            for condition in conditions:
+                if condition["type"] == kind:
+                    condition.update(
+                        status=status,
+                        reason=reason,
+                        message=message,
+                        lastTransitionTime=stamp,
+                    )
+                    return
+            conditions.append(
+                {
+                    "type": kind,
+                    "status": status,
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                    "reason": reason,
+                    "message": message,
+                }
+            )
+
+        return self.store.modify("nodes", "", name, change)
+
+    def node(self, name: str) -> Obj | None:
+        """Return the stored node (a copy), for its kubelet's admission checks."""
+        return self.store.get("nodes", "", name)
+
+    def admission_forbid(self, why: str) -> None:
+        """Make a built-in admission plugin refuse pods: 403 ``pods "x" is
+        forbidden: WHY``, as OpenShift's SecurityContextConstraints plugin does."""
+        self._admission_denials.append(why)
+
     def forbid(
         self,
         verb: str,
@@ -1571,14 +1784,22 @@ class FakeApiServer:
         return self._attach(node_name, runtime)
 
     def attach_process_kubelet(
-        self, node_name: str, *, images: dict[str, str] | None = None
+        self,
+        node_name: str,
+        *,
+        images: dict[str, str] | None = None,
+        hang_execs: bool = False,
     ) -> fakekubelet.FakeKubelet:
         """Run pods bound to ``node_name`` as plain host processes (no isolation).
 
         For API-level tests of phases, logs and exec that need neither root nor a
-        node; ``images`` (if given) lists the images the kubelet has.
+        node; ``images`` (if given) lists the images the kubelet has. With
+        ``hang_execs`` every exec'd process stops before it runs (SIGSTOP), as a
+        process stuck in the kernel would: it never writes, never ends, and dies
+        only when killed.
         """
-        return self._attach(node_name, fakekubelet.ProcessRuntime(images=images))
+        runtime = fakekubelet.ProcessRuntime(images=images, hang_execs=hang_execs)
+        return self._attach(node_name, runtime)
 
     def _attach(
         self, node_name: str, runtime: fakekubelet.Runtime
@@ -1627,27 +1848,47 @@ class FakeApiServer:
         raise unauthorized()
 
     def authorize(self, user: str, attrs: Attributes) -> None:
-        """Raise the RBAC 403 when a forbid rule matches the request."""
+        """Raise the RBAC 403 when a forbid rule matches, or no grant allows it."""
         resource = attrs.resource + (
             f"/{attrs.subresource}" if attrs.subresource else ""
         )
-        for rule in self._rules:
-            if (
-                rule.user == user
-                and rule.verb in (attrs.verb, "*")
-                and rule.resource == resource
-                and rule.namespace in (None, attrs.namespace)
-            ):
-                scope = (
-                    f'in the namespace "{attrs.namespace}"'
-                    if attrs.namespace
-                    else "at the cluster scope"
-                )
-                why = (
-                    f'User "{user}" cannot {attrs.verb} resource "{resource}" in API '
-                    f'group "" {scope}'
-                )
-                raise forbidden(attrs.resource, attrs.name, why)
+        denied = any(
+            rule.user == user
+            and rule.verb in (attrs.verb, "*")
+            and rule.resource == resource
+            and rule.namespace in (None, attrs.namespace)
+            for rule in self._rules
+        )
+        if user in self._grants and not any(
+            grant.allows(attrs) for grant in self._grants[user]
+        ):
+            denied = True
+        if denied:
+            scope = (
+                f'in the namespace "{attrs.namespace}"'
+                if attrs.namespace
+                else "at the cluster scope"
+            )
+            why = (
+                f'User "{user}" cannot {attrs.verb} resource "{resource}" in API '
+                f'group "{attrs.group}" {scope}'
+            )
+            qualified = f"{attrs.resource}.{attrs.group}" if attrs.group else None
+            raise forbidden(
+                qualified or attrs.resource, attrs.name, why, group=attrs.group
+            )
+
+    def grant(
+        self, user: str, rules: list[Obj], *, namespace: str | None = None
+    ) -> None:
+        """Bind RBAC rules to ``user``: from then on, only what they allow passes.
+
+        ``rules`` are PolicyRules as a Role or ClusterRole holds them; a namespace
+        makes them a Role's (bound with a RoleBinding there), None a ClusterRole's.
+        """
+        self._grants.setdefault(user, []).extend(
+            Grant(rule, namespace) for rule in rules
+        )
 
     def record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -1669,7 +1910,10 @@ class FakeApiServer:
         errors = validate_pod(pod)
         if errors:
             raise invalid_object("Pod", pod["metadata"].get("name", ""), errors)
+        self._priority(pod)
         self._pod_security(namespace_obj, pod)
+        for why in self._admission_denials:
+            raise forbidden("pods", pod["metadata"]["name"], why)
         self._webhook("CREATE", pod)
         stamp_metadata(pod)
         if dry_run:
@@ -1687,6 +1931,20 @@ class FakeApiServer:
             raise already_exists("pods", meta["name"])
         meta.pop("resourceVersion", None)
         return pod
+
+    def _priority(self, pod: Obj) -> None:
+        """Resolve priorityClassName to spec.priority (the Priority plugin)."""
+        spec = pod["spec"]
+        name = spec.get("priorityClassName")
+        if not name:
+            return
+        if name not in PRIORITY_CLASSES:
+            raise forbidden(
+                "pods",
+                pod["metadata"]["name"],
+                f"no PriorityClass with name {name} was found",
+            )
+        spec["priority"] = PRIORITY_CLASSES[name]
 
     def _pod_security(self, namespace: Obj, pod: Obj) -> None:
         """Apply the namespace's enforce level (the PodSecurity admission plugin)."""
@@ -1839,6 +2097,25 @@ _ROUTES: Final = tuple(
         ("GET", r"/api", "api_versions"),
         ("GET", r"/apis", "api_groups"),
         ("GET", r"/api/v1", "api_resources"),
+        ("GET", r"/apis/(?P<group>[^/]+)/v1", "group_resources"),
+        (
+            "POST",
+            r"/apis/authentication\.k8s\.io/v1/selfsubjectreviews",
+            "self_subject_review",
+        ),
+        ("GET", r"/apis/(?P<group>apps|batch)/v1/(?P<resource>[a-z]+)", "list"),
+        (
+            "GET",
+            r"/apis/(?P<group>apps|batch)/v1/namespaces/(?P<ns>[^/]+)"
+            r"/(?P<resource>[a-z]+)",
+            "list",
+        ),
+        (
+            "GET",
+            r"/apis/(?P<group>apps|batch)/v1/namespaces/(?P<ns>[^/]+)"
+            r"/(?P<resource>[a-z]+)/(?P<name>[^/]+)",
+            "get",
+        ),
         ("GET", r"/api/v1/(?P<resource>namespaces|nodes|pods)", "list"),
         ("GET", r"/api/v1/namespaces/(?P<ns>[^/]+)/(?P<resource>pods)", "list"),
         ("GET", r"/api/v1/(?P<resource>namespaces|nodes)/(?P<name>[^/]+)", "get"),
@@ -2044,7 +2321,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         )
 
     def _do_api_groups(self, body: Obj | None) -> None:
-        self._send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        self._send_json(200, api_group_list())
+
+    def _do_group_resources(self, body: Obj | None, group: str) -> None:
+        listing = group_resource_list(group)
+        if listing is None:
+            self._do_not_found(body)
+        self._send_json(200, listing or {})
+
+    def _do_self_subject_review(self, body: Obj | None) -> None:
+        """Say who the caller is (SelfSubjectReview: every user may ask)."""
+        assert self.user is not None
+        groups = (
+            ["system:unauthenticated"]
+            if self.user == "system:anonymous"
+            else ["system:authenticated"]
+        )
+        self._send_json(
+            201,
+            {
+                "kind": "SelfSubjectReview",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": None},
+                "status": {"userInfo": {"username": self.user, "groups": groups}},
+            },
+        )
 
     def _do_api_resources(self, body: Obj | None) -> None:
         self._send_json(200, api_resource_list())
@@ -2064,10 +2365,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- get, list, watch -----------------------------------------------------
 
-    def _do_get(self, body: Obj | None, resource: str, name: str, ns: str = "") -> None:
+    def _do_get(
+        self, body: Obj | None, resource: str, name: str, ns: str = "", group: str = ""
+    ) -> None:
         """GET one object (namespaces are authorized in their own namespace)."""
+        self._check_group(resource, group)
         scope = name if resource == "namespaces" else ns
-        self._authorize(Attributes("get", resource, namespace=scope, name=name))
+        self._authorize(
+            Attributes("get", resource, namespace=scope, name=name, group=group)
+        )
         obj = self.api.store.get(resource, ns, name)
         if obj is None:
             raise not_found(resource, name)
@@ -2087,12 +2393,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _wants_table(self) -> bool:
         return "as=Table" in (self.headers.get("Accept") or "")
 
-    def _do_list(self, body: Obj | None, resource: str, ns: str | None = None) -> None:
+    def _check_group(self, resource: str, group: str) -> None:
+        """404 for a resource asked for under a group that does not serve it."""
+        if GROUPS.get(resource, "") != group:
+            self._do_not_found(None)
+
+    def _do_list(
+        self,
+        body: Obj | None,
+        resource: str,
+        ns: str | None = None,
+        group: str = "",
+    ) -> None:
         """List (or watch, with watch=true) a collection with selectors."""
+        self._check_group(resource, group)
         watching = _truthy(self.param("watch"))
-        self._authorize(
-            Attributes("watch" if watching else "list", resource, namespace=ns or "")
-        )
+        verb = "watch" if watching else "list"
+        self._authorize(Attributes(verb, resource, namespace=ns or "", group=group))
         labels = label_matcher(self.param("labelSelector"))
         fields = field_matcher(resource, self.param("fieldSelector"))
 
@@ -2115,7 +2432,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             200,
             {
                 "kind": KINDS[resource] + "List",
-                "apiVersion": "v1",
+                "apiVersion": api_version(resource),
                 "metadata": {"resourceVersion": rv},
                 "items": items,
             },

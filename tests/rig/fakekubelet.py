@@ -23,7 +23,10 @@ Two runtimes:
 - `ProcessRuntime` runs the container command as a plain host process, with no
   isolation, for API-level tests that need neither root nor a node.
 
-Faithful: phases and container states (ContainerCreating, ErrImagePull then
+Faithful: the eviction manager's admission (a node under disk or PID pressure refuses
+pods that are not critical: Failed, Evicted, ``The node had condition: [...]``), a
+container's memory limit applied to its cgroup (the kernel's OOM killer does the
+rest), phases and container states (ContainerCreating, ErrImagePull then
 ImagePullBackOff, CreateContainerError, Running with containerID and startedAt,
 terminated with exitCode and Completed/Error/StartError with containerd's message),
 the five pod conditions, hostIP and podIP, DeadlineExceeded for activeDeadlineSeconds,
@@ -35,7 +38,7 @@ client goes away.
 
 Simplified: one attempt per container (no restarts, so restartPolicy Always behaves
 like Never and there is no CrashLoopBackOff or ``previous`` log); no init or sidecar
-containers, probes, resources or service-account volume; no image configuration (an
+containers, probes, CPU resources or service-account volume; no image configuration (an
 image is a root directory, so a container needs ``command`` or ``args``); networking
 is the node's (hostNetwork) or an empty namespace with loopback only; the container
 sees the node's /sys/fs/cgroup through a bind (runc's cgroup-v1 mount cannot follow
@@ -94,6 +97,9 @@ MAX_LOG_LINE: Final = 16 * 1024
 
 SUPERVISE_INTERVAL: Final = 0.05
 
+CRITICAL_PRIORITY: Final = 2000000000
+"""kubelettypes.IsCriticalPod: pods at or above this priority pass eviction admission."""
+
 
 class PodSink(Protocol):
     """What the kubelet needs from the API server."""
@@ -105,6 +111,8 @@ class PodSink(Protocol):
     ) -> Obj | None: ...
 
     def confirm_pod_deleted(self, namespace: str, name: str, uid: str) -> None: ...
+
+    def node(self, name: str) -> Obj | None: ...
 
 
 class KubeletError(Exception):
@@ -413,10 +421,17 @@ class Runtime(Protocol):
 class HostProcess:
     """A container that is just a process group on the machine."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], spec: ContainerSpec) -> None:
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        spec: ContainerSpec,
+        *,
+        hang_execs: bool = False,
+    ) -> None:
         self._popen = popen
         self._spec = spec
         self._pumps = _pump_to_log(popen, spec.log)
+        self._hang_execs = hang_execs
 
     def poll(self) -> int | None:
         code = self._popen.poll()
@@ -435,6 +450,9 @@ class HostProcess:
 
     def exec(self, argv: list[str], *, stdin: bool) -> ExecProcess:
         env = dict(item.split("=", 1) for item in self._spec.env)
+        if self._hang_execs:
+            # The shell stops itself before it would exec argv: a hung process.
+            argv = ["/bin/sh", "-c", 'kill -STOP $$; exec "$@"', "sh", *argv]
         try:
             popen = subprocess.Popen(
                 argv,
@@ -471,8 +489,14 @@ def _exec_failure(argv: list[str], err: OSError) -> str:
 class ProcessRuntime:
     """Run containers as host processes; ``images`` limits the images it "has"."""
 
-    def __init__(self, *, images: dict[str, str] | list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        images: dict[str, str] | list[str] | None = None,
+        hang_execs: bool = False,
+    ) -> None:
         self.images = None if images is None else {normalize_image(i) for i in images}
+        self.hang_execs = hang_execs
         self._scratch = Path(tempfile.mkdtemp(prefix="fakekubelet-proc-"))
 
     def has_image(self, image: str) -> bool:
@@ -507,7 +531,7 @@ class ProcessRuntime:
             raise StartError(
                 _start_failure(spec.argv, err.strerror or str(err))
             ) from err
-        return HostProcess(popen, spec)
+        return HostProcess(popen, spec, hang_execs=self.hang_execs)
 
     def remove_pod(self, pod: Obj) -> None:
         return None
@@ -931,6 +955,7 @@ def build_oci_spec(
     _apply_process(config["process"], spec, context, privileged=privileged)
     _apply_namespaces(config["linux"], pod_spec)
     config["linux"]["cgroupsPath"] = cgroups_path
+    _apply_memory_limit(config["linux"], container)
     config["mounts"] = _base_mounts(
         config["mounts"],
         privileged=privileged,
@@ -940,6 +965,40 @@ def build_oci_spec(
     if privileged:
         _make_privileged(config["linux"])
     return config
+
+
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_QUANTITY_UNITS: Final = {
+    None: 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def quantity_bytes(text: str) -> int:
+    """Return the bytes of a memory quantity (``256Mi``, ``1G``, ``1048576``)."""
+    match = _QUANTITY.match(str(text).strip())
+    if not match:
+        raise ValueError(f"unsupported quantity {text!r}")
+    return int(float(match[1]) * _QUANTITY_UNITS[match[2]])
+
+
+def _apply_memory_limit(linux: Obj, container: Obj) -> None:
+    """Give the container's cgroup its memory limit, as the kubelet asks the runtime.
+
+    The kernel's OOM killer then acts inside the container as on a real node (on
+    cgroup v1, it kills the biggest process of the cgroup, not the whole container).
+    """
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    if limit is None:
+        return
+    linux.setdefault("resources", {})["memory"] = {"limit": quantity_bytes(limit)}
 
 
 def _apply_process(
@@ -1365,6 +1424,8 @@ class PodWorker:
     def _main(self) -> None:
         """Admit, pull, start, supervise; always clean up and confirm a deletion."""
         try:
+            if not self._admit():
+                return
             self._report()
             if self._pull_images() and self._start_containers():
                 self._settle_phase()
@@ -1385,6 +1446,38 @@ class PodWorker:
                     self.namespace, self.name, self.uid
                 )
             self.done.set()
+
+    def _admit(self) -> bool:
+        """Refuse the pod as the eviction manager's admit handler does under pressure.
+
+        Critical pods always pass; under memory pressure alone only BestEffort pods
+        are refused; any other pressure refuses every pod that is not critical.
+        """
+        node = self.kubelet.sink.node(self.kubelet.node_name) or {}
+        pressures = [
+            c["type"]
+            for c in node.get("status", {}).get("conditions") or []
+            if c["type"].endswith("Pressure") and c.get("status") == "True"
+        ]
+        if not pressures or self.pod["spec"].get("priority", 0) >= CRITICAL_PRIORITY:
+            return True
+        qos = self.pod.get("status", {}).get("qosClass", "BestEffort")
+        if pressures == ["MemoryPressure"] and qos != "BestEffort":
+            return True
+        self.phase, self.reason = "Failed", "Evicted"
+        self.message = (
+            f"Pod was rejected: The node had condition: [{' '.join(pressures)}]. "
+        )
+        status = {
+            "phase": self.phase,
+            "reason": self.reason,
+            "message": self.message,
+            "startTime": self.start_time,
+        }
+        self.kubelet.sink.update_pod_status(
+            self.namespace, self.name, self.uid, lambda pod: pod.update(status=status)
+        )
+        return False
 
     def _stopping(self) -> bool:
         return self.kill_grace is not None or self._past_deadline()
