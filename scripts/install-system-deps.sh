@@ -13,7 +13,7 @@
 # the machine's paths and says so if one does.
 set -eu
 
-PACKAGES="containerd runc umoci debootstrap podman golang-go golang-github-coreos-bbolt-dev"
+PACKAGES="containerd runc umoci debootstrap podman golang-go golang-github-coreos-bbolt-dev zsh fish"
 POLICY=/usr/sbin/policy-rc.d
 
 # Packages not yet installed (dpkg says "install ok installed" for those that are).
