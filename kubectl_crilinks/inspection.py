@@ -128,6 +128,8 @@ class _Visit:
     fleet: launcher.Fleet
     err: TextIO
     fatal: list[CrilinksError] = dataclasses.field(default_factory=list)
+    runtimes: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Each node's container runtime as the node reports it (containerd, cri-o)."""
 
 
 def _inspect_cluster(
@@ -276,6 +278,9 @@ def _check_node(api: Api, work: targets.NodeWork, *, visit: _Visit) -> None:
             return
     if info is not None:
         nodes.check(info, critical=visit.settings.critical)
+        runtime = nodes.runtime(info)
+        if runtime:
+            visit.runtimes[work.node] = runtime
 
 
 def _run_agent(api: Api, *, pod: launcher.DebugPod, run: Run, visit: _Visit) -> None:
@@ -292,7 +297,8 @@ def _run_agent(api: Api, *, pod: launcher.DebugPod, run: Run, visit: _Visit) -> 
         transport.run_agent(
             visit.connection,
             pod=pod,
-            args=agent_args(run, node=pod.node, request=visit.request),
+            args=agent_args(run, node=pod.node, request=visit.request,
+                            runtime=visit.runtimes.get(pod.node)),
             on_record=visit.collector.add,
             timeout=visit.settings.timeout + launcher.agent_grace(visit.settings),
             where=where,
@@ -319,9 +325,16 @@ def _failed(run: Run, *, node: str, exc: CrilinksError, visit: _Visit) -> None:
         visit.collector.failed(run, reason=str(exc))
 
 
-def agent_args(run: Run, *, node: str, request: Request) -> list[str]:
-    """Return the agent's argv for one run, as seen from inside the debug pod."""
+def agent_args(
+    run: Run, *, node: str, request: Request, runtime: str | None = None
+) -> list[str]:
+    """Return the agent's argv for one run, as seen from inside the debug pod.
+
+    ``runtime`` is what the node reports (``status.nodeInfo``); the agent confirms
+    it on the node and says so when the node's storage tells otherwise.
+    """
     args = ["--host-root", launcher.HOST_MOUNT, "--proc-root", "/proc", "--node", node]
+    args += ["--runtime", runtime] if runtime else []
     args += scope_args(run, request=request)
     return args + ["--time-budget", f"{request.settings.timeout:g}"]
 

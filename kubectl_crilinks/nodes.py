@@ -45,6 +45,18 @@ def by_hand(node: str) -> str:
     )
 
 
+RUNTIMES = {"containerd": "containerd", "cri-o": "cri-o"}
+"""Runtimes the agent reads, by the scheme of ``nodeInfo.containerRuntimeVersion``."""
+
+
+def runtime(node: dict[str, Any]) -> str | None:
+    """Return the node's container runtime (``containerd``, ``cri-o``) if it says."""
+    version = ((node.get("status") or {}).get("nodeInfo") or {}).get(
+        "containerRuntimeVersion"
+    ) or ""
+    return RUNTIMES.get(str(version).partition("://")[0])
+
+
 def check(node: dict[str, Any], *, critical: bool) -> None:
     """Raise NodeUnavailable when ``node`` cannot run the debug pod; warn if it may not.
 

@@ -289,3 +289,17 @@ def test_the_native_snapshotter_is_read_from_the_container_copy(containerd, tmp_
         "/var/lib/containerd/io.containerd.snapshotter.v1.native/snapshots/")
     found = findings_by_path(records)
     assert {path: f["check"] for path, f in found.items()} == EXPECTED
+
+
+def test_the_runtime_the_node_reports_is_confirmed_on_its_disk(containerd, broken_image):
+    containerd.create(broken_image, "web-1", pod="web", pod_namespace="shop",
+                      container_name="app", cmd=SLEEP)
+
+    agreed = run_agent(containerd.node, "--pod", "web", "--runtime", "containerd")
+    disagreed = run_agent(containerd.node, "--pod", "web", "--runtime", "cri-o")
+
+    assert all(t["status"] == "inspected" for t in of_kind(agreed, "target"))
+    odd = [t for t in of_kind(disagreed, "target") if t["status"] == "not-inspected"]
+    assert [t["runtime"] for t in odd] == ["cri-o"]
+    assert "reports container runtime 'cri-o'" in odd[0]["reason"]
+    assert "found: containerd" in odd[0]["reason"]

@@ -64,3 +64,15 @@ def test_pressure_lets_a_critical_pod_try_with_a_warning(
 
 def test_memory_pressure_alone_does_not_stop_the_debug_pod() -> None:
     nodes.check(pressed("MemoryPressure"), critical=False)
+
+
+@pytest.mark.parametrize(("reported", "runtime"), [
+    ("containerd://1.6.20", "containerd"),
+    ("cri-o://1.28.1", "cri-o"),
+    ("docker://24.0.7", None),
+    ("", None),
+])
+def test_runtime_is_read_from_the_node_report(reported, runtime):
+    node = {"status": {"nodeInfo": {"containerRuntimeVersion": reported}}}
+
+    assert nodes.runtime(node) == runtime

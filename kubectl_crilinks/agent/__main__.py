@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pod", help="only the containers of this pod")
     parser.add_argument("--namespace", help="the pod's namespace")
     parser.add_argument("--container", help="only this container of the pod")
+    parser.add_argument("--runtime", choices=("containerd", "cri-o"),
+                        help="the runtime the node reports; confirmed on the node")
     parser.add_argument("--scope", choices=("pod", "node"), default="pod",
                         help="pod: the selected containers; node: node-wide audits")
     parser.add_argument("--containers", action="store_true",
@@ -48,7 +50,7 @@ def options_from(args: argparse.Namespace) -> Options:
         proc_root = "/proc"
     return Options(host_root=args.host_root, proc_root=proc_root or None, node=args.node,
                    pod=args.pod, namespace=args.namespace, container=args.container,
-                   scope=args.scope, containers=args.containers, time_budget=args.time_budget, progress_interval=args.progress_interval,
+                   scope=args.scope, runtime=args.runtime, containers=args.containers, time_budget=args.time_budget, progress_interval=args.progress_interval,
                    gentle=args.gentle)
 
 

@@ -27,6 +27,8 @@ class Options:
     namespace: str | None = None
     container: str | None = None
     scope: str = "pod"
+    runtime: str | None = None
+    """The runtime the node reports to Kubernetes; the agent confirms it on disk."""
     containers: bool = False
     time_budget: float = DEFAULT_TIME_BUDGET
     progress_interval: float = 1.0

@@ -118,6 +118,9 @@ class _Run:
                 "meta.db), and no containers/storage (looked at "
                 f"{processes}/etc/crio, storage.conf): is this the node's root?"))
 
+        # The runtime Kubernetes reports must be the one whose storage is here.
+        self._confirm_runtime(installs, stores)
+
         # Read each installation once; the container and node checks share it.
         runtimes = [(i, state) for i in installs if (state := self._read_state(i))]
         self.states = {id(i): state for i, state in runtimes}
@@ -132,6 +135,19 @@ class _Run:
 
         # Node-wide checks, narrowed to the pod when one was asked for.
         self._node_checks(runtimes)
+
+    def _confirm_runtime(self, installs: list, stores: list) -> None:
+        """Say so when the node's storage does not hold the runtime it reports."""
+        reported = self.options.runtime
+        found = {"containerd": bool(installs), "cri-o": bool(stores)}
+        # With no storage at all, the "nothing found" target already says it.
+        if reported is None or found.get(reported, True) or not any(found.values()):
+            return
+        present = [name for name, here in found.items() if here] or ["none"]
+        self._not_inspected(runtime=reported, reason=(
+            f"the node reports container runtime {reported!r}, but its storage is not "
+            f"on this node's disk (found: {', '.join(present)}): was the runtime moved "
+            "or its root changed?"))
 
     def _installation(self, install: discovery.Containerd, state: containerd.State) -> int:
         """Inspect the selected containers of one containerd; return how many matched."""
