@@ -349,7 +349,8 @@ class _Run:
         """Walk the container's merged root and judge every symlink in it."""
         # overlayfs stacks the layers; the native snapshotter copies each parent into
         # its child, so the container's own folder alone is its whole root.
-        layers = chain.layers[:1] if container.snapshotter == "native" else chain.layers
+        native = getattr(container, "snapshotter", None) == "native"
+        layers = chain.layers[:1] if native else chain.layers
         stack = LayerStack([layer.contents for layer in layers])
         covered = tuple(RUNTIME_ROOTS) + tuple(container.mount_points())
         resolver = Resolver(stack, container.mount_points())
