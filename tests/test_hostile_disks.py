@@ -115,3 +115,22 @@ def _fnv1a(data: bytes) -> int:
     for byte in data:
         value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return value
+
+
+def test_warnings_that_quote_a_hostile_file_name_reach_the_terminal_escaped(disk):
+    import subprocess
+    import sys
+
+    conf = disk / "etc/containerd"
+    (conf / "conf.d").mkdir(parents=True)
+    (conf / "config.toml").write_text('version = 2\nimports = ["conf.d/*"]\n')
+    (conf / "conf.d" / "x\x1b]0;PWNED\x07\x1b[31m.toml").write_text("not = = toml")
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from kubectl_crilinks.cli import main; main()",
+         "inspect", "pod/web", "-n",
+         "shop", "--local", "--host-root", str(disk)],
+        capture_output=True, text=True, timeout=120)
+
+    assert "is not valid TOML" in done.stderr
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr

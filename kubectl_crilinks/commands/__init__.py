@@ -141,6 +141,15 @@ def examples_help(*examples: str) -> str:
     return "Examples:\n\n\b\n" + "\n".join(f"  {e}" for e in examples) + "\n"
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Escape control characters: log lines quote node paths, which anyone may name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from kubectl_crilinks.render import clean
+
+        return "\n".join(clean(line) for line in super().format(record).split("\n"))
+
+
 def configure_logging(verbosity: int) -> None:
     """Send log records to stderr: warnings by default, more with each ``-v``."""
     level = (
@@ -152,7 +161,7 @@ def configure_logging(verbosity: int) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("kubectl-crilinks: %(levelname)s: %(message)s")
+        _PrintableFormatter("kubectl-crilinks: %(levelname)s: %(message)s")
     )
     root = logging.getLogger("kubectl_crilinks")
     root.handlers[:] = [handler]
