@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from tests.rig.node import (
     Node,
@@ -222,32 +222,21 @@ class Containerd:
                 "build the tar with tests.rig.images.build_image, which names it"
             )
 
-    def run(
-        self,
-        ref: str,
-        container_id: str,
-        *,
-        pod: str,
-        pod_namespace: str,
-        container_name: str,
-        cmd: Sequence[str],
-        pod_uid: str | None = None,
-        extra_args: Sequence[str] = (),
-    ) -> CriContainer:
-        """Run a detached container with CRI labels (namespace k8s.io)."""
-        info = _cri_container(
-            ref,
-            container_id,
-            pod=pod,
-            pod_namespace=pod_namespace,
-            container_name=container_name,
-            pod_uid=pod_uid,
-        )
-        self.ctr("run", "-d", *self._create_args(info, extra_args), *cmd)
-        return info
+    def run(self, ref: str, container_id: str, **labels: Any) -> CriContainer:
+        """Run a detached container with CRI labels (namespace k8s.io).
 
-    def create(
+        Keywords: ``pod``, ``pod_namespace``, ``container_name``, ``cmd`` (required),
+        ``pod_uid`` and ``extra_args`` (ctr flags before the image).
+        """
+        return self._make(["run", "-d"], ref, container_id, **labels)
+
+    def create(self, ref: str, container_id: str, **labels: Any) -> CriContainer:
+        """Create the same container as `run` without starting it (no task)."""
+        return self._make(["containers", "create"], ref, container_id, **labels)
+
+    def _make(
         self,
+        verb: list[str],
         ref: str,
         container_id: str,
         *,
@@ -258,7 +247,6 @@ class Containerd:
         pod_uid: str | None = None,
         extra_args: Sequence[str] = (),
     ) -> CriContainer:
-        """Create the same container as `run` without starting it (no task)."""
         info = _cri_container(
             ref,
             container_id,
@@ -267,7 +255,7 @@ class Containerd:
             container_name=container_name,
             pod_uid=pod_uid,
         )
-        self.ctr("containers", "create", *self._create_args(info, extra_args), *cmd)
+        self.ctr(*verb, *self._create_args(info, extra_args), *cmd)
         return info
 
     def kill_task(self, container_id: str, *, delete: bool = False) -> None:
