@@ -103,6 +103,14 @@ def run(request: Request, *, out: TextIO, err: TextIO) -> int:
             "a warning above says otherwise\n"
         )
         return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+    except CrilinksError as exc:
+        # Scripts reading -o json/yaml still get a Report, saying what went wrong;
+        # the message and the exit status follow as usual.
+        if request.output in ("json", "yaml"):
+            collector.errors.append(str(exc))
+            render.print_report(collector.report(), output=request.output,
+                                severity=request.severity, out=out, live=live)
+        raise
     finally:
         progress.clear()
 

@@ -352,3 +352,25 @@ def test_an_error_every_node_would_meet_is_said_once_and_stops_them_all(
     assert result.stderr.count("error: not allowed to create pods/exec") == 1
     assert "kubectl auth can-i create pods/exec -n kube-system" in result.stderr
     assert wait_no_debug_pod(server) == []
+
+
+def test_json_output_is_a_report_even_when_the_server_cannot_be_reached(tmp_path):
+    import json as json_module
+    import subprocess
+    import sys
+
+    from tests.rig.kubeconfig import write_kubeconfig
+
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:1")
+    done = subprocess.run(
+        [sys.executable, "-c", "from kubectl_crilinks.cli import main; main()",
+         "inspect", "pod/web", "-n", "shop", "--kubeconfig", str(kubeconfig),
+         "-o", "json"],
+        capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 3
+    document = json_module.loads(done.stdout)
+    assert document["kind"] == "Report" and document["targets"] == []
+    assert "cannot reach the API server" in document["summary"]["errors"][0]
+    assert "error: cannot reach the API server" in done.stderr
