@@ -256,7 +256,11 @@ def _findings(
 def _layer_cell(finding: Record) -> str:
     details = finding.get("details") or {}
     if "layer_position" in details:
-        return f"#{details['layer_position']} id {clean(details.get('snapshot_id'))}"
+        # containerd names a layer's folder by a number, CRI-O by the layer's id.
+        ident = details.get("snapshot_id")
+        if ident is None and details.get("layer_id"):
+            ident = str(details["layer_id"])[:12]
+        return f"#{details['layer_position']} id {clean(ident)}"
     return clean(finding.get("layer"))
 
 

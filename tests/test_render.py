@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -308,3 +309,15 @@ def test_yaml_document_carries_the_json_documents_data() -> None:
     render.json_document(report, severity="warning", out=as_json)
     assert "\x1b" not in as_yaml.getvalue()
     assert yaml.safe_load(as_yaml.getvalue()) == json.loads(as_json.getvalue())
+
+
+def test_table_names_a_cri_o_layer_by_its_short_id() -> None:
+    finding = rec.dangling()
+    details = {k: v for k, v in finding.details.items() if k != "snapshot_id"}
+    details["layer_id"] = "29ee7a0c5f1b" + "0" * 52
+    crio = dataclasses.replace(finding, details=details)
+
+    text = table_text(report_of(rec.stream(findings=[crio])))
+
+    row = next(line for line in text.splitlines() if line.startswith("warning"))
+    assert "#1 id 29ee7a0c5f1b" in row
