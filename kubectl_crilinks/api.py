@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
+import shlex
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any, Final
@@ -69,6 +71,16 @@ WORKLOADS: Final = {
         Kind("jobs", "Job", "batch"),
     )
 }
+
+
+def _kubeconfig_flag(connection: Any) -> str:
+    """Spell ``--kubeconfig`` for a kubectl command when KUBECONFIG would not find it."""
+    files = ":".join(connection.files)
+    if not files or os.environ.get("KUBECONFIG") == files:
+        return ""
+    if files == os.path.expanduser("~/.kube/config"):
+        return ""
+    return f" --kubeconfig {shlex.quote(files)}"
 
 
 def status_of(exc: Exception) -> tuple[int, Json]:
@@ -128,7 +140,8 @@ def translate(
         return ConfigError(
             f"cannot reach the API server {connection.server} of context "
             f"{connection.context!r} to {verb} {what} {where}: {message or exc}; check "
-            f"it with: kubectl cluster-info --context {connection.context}"
+            f"it with: kubectl cluster-info{_kubeconfig_flag(connection)} "
+            f"--context {connection.context}"
         )
     if code == 401:
         return ConfigError(

@@ -418,8 +418,11 @@ def emit_agent(
         "# (or: sudo python3 - ARGS < crilinks-agent.py); then, where kubectl\n"
         "# works: kubectl crilinks render out.jsonl\n"
     )
+    # The target comes first and the user's own arguments after it: the agent takes
+    # an option's last value, so `--host-root DISK` adds to the target, and a user's
+    # `--pod other` replaces it.
     preset = (
-        f"import sys\nif len(sys.argv) < 2:\n    sys.argv[1:] = {defaults!r}\n"
+        f"import sys\nsys.argv[1:] = {defaults!r} + sys.argv[1:]\n"
         if defaults
         else ""
     )

@@ -336,7 +336,7 @@ def test_request_timeout_bounds_each_api_request(tmp_path: pathlib.Path) -> None
         silent.close()
     assert done.returncode == 3, done.stderr
     assert f"cannot reach the API server {url}" in done.stderr
-    assert "kubectl cluster-info --context fake" in done.stderr
+    assert "kubectl cluster-info --kubeconfig " in done.stderr and "--context fake" in done.stderr
 
 
 def test_an_error_every_node_would_meet_is_said_once_and_stops_them_all(
@@ -374,3 +374,5 @@ def test_json_output_is_a_report_even_when_the_server_cannot_be_reached(tmp_path
     assert document["kind"] == "Report" and document["targets"] == []
     assert "cannot reach the API server" in document["summary"]["errors"][0]
     assert "error: cannot reach the API server" in done.stderr
+    # The command to check it names the kubeconfig given, so it works when pasted.
+    assert f"kubectl cluster-info --kubeconfig {kubeconfig} --context" in done.stderr

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -367,8 +369,19 @@ def test_emit_agent_with_a_target_makes_its_arguments_the_default(
     result = invoke("inspect", "pod/web", "-n", "shop", "--emit-agent")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("#!/usr/bin/env python3\n")
-    assert "sys.argv[1:] = ['--pod', 'web', '--namespace', 'shop']" in result.stdout
-    compile(result.stdout, "crilinks-agent.py", "exec")  # one valid script
+    script = tmp_path / "crilinks-agent.py"
+    script.write_text(result.stdout)
+    empty = tmp_path / "disk"
+    empty.mkdir()
+
+    # Arguments given on the node add to the target instead of replacing it.
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", str(script), "--host-root", str(empty)],
+        capture_output=True, text=True, timeout=60, cwd="/")
+
+    assert done.returncode == 0, done.stderr
+    target = json.loads(done.stdout.splitlines()[0])
+    assert (target["pod"], target["namespace"]) == ("web", "shop")
 
 
 @pytest.mark.parametrize(
