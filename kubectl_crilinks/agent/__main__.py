@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .options import DEFAULT_TIME_BUDGET, Options
@@ -15,9 +16,16 @@ from .records import write_jsonl
 from .run import inspect
 
 
+EXIT_BROKEN_PIPE = 141
+"""As a shell reports a process killed by SIGPIPE (128 + 13)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crilinks-agent",
+        epilog="Exit status: 0 once the closing summary record is written (what was "
+        "found, and what could not be inspected, is in the records); 2 usage error; "
+        "141 the reader of stdout went away.",
         description="Inspect container-runtime storage links on this node; "
         "print JSON-lines records.",
     )
@@ -61,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--host-root is empty: give the folder where the node's / is seen")
     level = logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(stream=sys.stderr, level=level, format="crilinks-agent: %(message)s")
-    inspect(options_from(args), write_jsonl(sys.stdout))
+    try:
+        inspect(options_from(args), write_jsonl(sys.stdout))
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, as a shell pipeline expects.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return 0
 
 
