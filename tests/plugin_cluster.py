@@ -204,6 +204,17 @@ def wait_for(condition: Callable[[], Any], *, what: str, timeout: float = 30) ->
 # -- a real node ----------------------------------------------------------------------
 
 
+def broken_pod(containerd: Any, tmp_path: pathlib.Path, *, start: bool = True) -> None:
+    """Import the broken-links image and make pod shop/web's container ``web-1``."""
+    tar = build_image(
+        tmp_path / "image", BROKEN, [host_binaries("sleep"), *BROKEN_LAYERS]
+    )
+    containerd.import_image(tar, BROKEN)
+    make = containerd.run if start else containerd.create
+    make(BROKEN, "web-1", pod="web", pod_namespace="shop", container_name="app",
+         cmd=SLEEP)
+
+
 @pytest.fixture
 def node_cluster(
     containerd: Any, minbase_root: pathlib.Path, tmp_path: pathlib.Path
@@ -216,18 +227,7 @@ def node_cluster(
     from tests.rig.fakeapi import FakeApiServer
     from tests.rig.kubeconfig import write_kubeconfig
 
-    tar = build_image(
-        tmp_path / "image", BROKEN, [host_binaries("sleep"), *BROKEN_LAYERS]
-    )
-    containerd.import_image(tar, BROKEN)
-    containerd.run(
-        BROKEN,
-        "web-1",
-        pod="web",
-        pod_namespace="shop",
-        container_name="app",
-        cmd=SLEEP,
-    )
+    broken_pod(containerd, tmp_path)
     with FakeApiServer() as server:
         server.add_namespace("shop")
         server.attach_kubelet(

@@ -28,6 +28,7 @@ from tests.plugin_cluster import (
     BROKEN_LAYERS,
     EXPECTED,
     SLEEP,
+    broken_pod,
     cluster,
     created_for_real,
     debug_pods,
@@ -40,7 +41,6 @@ from tests.plugin_cluster import (
     wait_for,
     wait_no_debug_pod,
 )
-from tests.rig.images import build_image, host_binaries
 
 __all__ = ["cluster", "node_cluster"]  # fixtures, used by name
 
@@ -436,18 +436,7 @@ def test_kubectl_finds_the_plugin_and_its_help_says_kubectl_crilinks(
 def test_local_inspects_a_pod_or_the_whole_node_on_this_machine(
     containerd: Any, tmp_path: pathlib.Path
 ) -> None:
-    tar = build_image(
-        tmp_path / "image", BROKEN, [host_binaries("sleep"), *BROKEN_LAYERS]
-    )
-    containerd.import_image(tar, BROKEN)
-    containerd.create(
-        BROKEN,
-        "web-1",
-        pod="web",
-        pod_namespace="shop",
-        container_name="app",
-        cmd=SLEEP,
-    )
+    broken_pod(containerd, tmp_path, start=False)
     containerd.create(
         BROKEN,
         "other-1",

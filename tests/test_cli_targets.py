@@ -20,11 +20,9 @@ import yaml
 
 from kubectl_crilinks import launcher
 from tests.plugin_cluster import (
-    BROKEN,
-    BROKEN_LAYERS,
     EXPECTED,
-    SLEEP,
     Cluster,
+    broken_pod,
     cluster,
     created_for_real,
     inspect,
@@ -33,7 +31,6 @@ from tests.plugin_cluster import (
     target_pod,
     wait_no_debug_pod,
 )
-from tests.rig.images import build_image, host_binaries
 
 __all__ = ["cluster"]  # fixtures, used by name
 
@@ -399,18 +396,7 @@ def test_emit_agent_refuses_what_needs_the_cluster(args: list[str], words: str) 
 def test_emitted_agent_run_by_hand_on_a_node_renders_as_the_usual_table(
     containerd: Any, tmp_path: pathlib.Path
 ) -> None:
-    tar = build_image(
-        tmp_path / "image", BROKEN, [host_binaries("sleep"), *BROKEN_LAYERS]
-    )
-    containerd.import_image(tar, BROKEN)
-    containerd.run(
-        BROKEN,
-        "web-1",
-        pod="web",
-        pod_namespace="shop",
-        container_name="app",
-        cmd=SLEEP,
-    )
+    broken_pod(containerd, tmp_path)
     emitted = invoke("inspect", "node/node-a", "--containers", "--emit-agent")
     script = tmp_path / "crilinks-agent.py"
     script.write_text(emitted.stdout)
