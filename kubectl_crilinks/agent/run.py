@@ -219,7 +219,8 @@ class _Run:
                           namespace=self.options.namespace, expired=self._expired)
         if self.options.scope == "node":
             for install, state in runtimes:
-                self._layer_audit(scope, install, state)
+                self._guarded("containerd", f"auditing containerd at {install.root}",
+                              lambda: None, self._layer_audit, scope, install, state)
         for check in node_checks(self.options.scope):
             if self._expired():
                 self.not_read.append(f"node check {check.__module__} (time budget spent)")

@@ -234,12 +234,22 @@ class _Auditor:
                           "directory": directory, "children": children})
 
     def _descendants(self, snapshotter: containerd.Snapshotter, backend_key: str) -> list[str]:
+        """Name every snapshot above one, nearest first; a hostile cycle ends the walk."""
         meta = self._meta_by_backend(snapshotter)
-        children = [r for r in snapshotter.records.values() if r.parent == backend_key]
-        found = []
-        for child in children:
-            found.append(meta[child.key].key if child.key in meta else child.key)
-            found.extend(self._descendants(snapshotter, child.key))
+        children: dict[str, list[str]] = {}
+        for record in snapshotter.records.values():
+            if record.parent:
+                children.setdefault(record.parent, []).append(record.key)
+        found: list[str] = []
+        seen = {backend_key}
+        pending = list(children.get(backend_key, ()))
+        while pending:
+            key = pending.pop(0)
+            if key in seen:
+                continue
+            seen.add(key)
+            found.append(meta[key].key if key in meta else key)
+            pending.extend(children.get(key, ()))
         return found
 
     def _untracked(self, snapshotter, record, namespace: str) -> None:
